@@ -1,0 +1,169 @@
+"""Contract: the journal, its fencing, and transactional steps (both backends)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tether.errors import LeaseLostError
+from tether.store.base import STEP_ERROR, STEP_OK, STEP_RETRY, Store
+
+from .helpers import NOW, lease, new_run, placeholder, step, unique_table
+
+
+def test_record_steps__single__is_loaded_back_in_order(store: Store):
+    store.create_run(new_run("a"))
+    for seq in (0, 1, 2):
+        assert store.record_steps([(lease("a"), step("a", seq, output=str(seq).encode()))]) == [
+            step("a", seq, output=str(seq).encode())
+        ]
+    assert [s.output for s in store.load_steps("a")] == [b"0", b"1", b"2"]
+
+
+def test_record_steps__batch_across_runs__commits_all(store: Store):
+    store.create_run(new_run("a"))
+    store.create_run(new_run("b"))
+    items = [(lease("a"), step("a", 0)), (lease("b"), step("b", 0)), (lease("a"), step("a", 1))]
+    assert store.record_steps(items) == [rec for _, rec in items]
+    assert len(store.load_steps("a")) == 2
+    assert len(store.load_steps("b")) == 1
+
+
+def test_record_steps__final_entry_exists__first_recorded_stands(store: Store):
+    store.create_run(new_run("a"))
+    store.record_steps([(lease("a"), step("a", 0, output=b"first"))])
+    result = store.record_steps([(lease("a"), step("a", 0, output=b"second"))])
+    assert result[0] == step("a", 0, output=b"first")
+    assert store.load_steps("a")[0].output == b"first"
+
+
+def test_record_steps__retry_entry__is_replaced_by_final(store: Store):
+    store.create_run(new_run("a"))
+    store.record_steps(
+        [(lease("a"), step("a", 0, status=STEP_RETRY, output=None, attempts=1, retry_at=NOW + 5))]
+    )
+    store.record_steps(
+        [(lease("a"), step("a", 0, status=STEP_RETRY, output=None, attempts=2, retry_at=NOW + 9))]
+    )
+    loaded = store.load_steps("a")[0]
+    assert (loaded.status, loaded.attempts, loaded.retry_at) == (STEP_RETRY, 2, NOW + 9)
+    store.record_steps([(lease("a"), step("a", 0, status=STEP_ERROR, output=None, attempts=3))])
+    loaded = store.load_steps("a")[0]
+    assert (loaded.status, loaded.attempts, loaded.retry_at) == (STEP_ERROR, 3, None)
+
+
+def test_record_steps__final_entry__is_never_turned_back_into_retry(store: Store):
+    store.create_run(new_run("a"))
+    store.record_steps([(lease("a"), step("a", 0))])
+    out = store.record_steps([(lease("a"), step("a", 0, status=STEP_RETRY, attempts=5))])
+    assert out[0].status == STEP_OK  # type: ignore[union-attr]
+
+
+def test_record_steps__stale_lease__refused_others_in_batch_still_commit(store: Store):
+    store.create_run(new_run("a"))
+    store.create_run(new_run("b"))
+    out = store.record_steps([(lease("a", epoch=2), step("a", 0)), (lease("b"), step("b", 0))])
+    assert isinstance(out[0], LeaseLostError)
+    assert out[1] == step("b", 0)
+    assert store.load_steps("a") == []
+    assert len(store.load_steps("b")) == 1
+
+
+def test_record_steps__unknown_run__refused(store: Store):
+    out = store.record_steps([(lease("ghost"), step("ghost", 0))])
+    assert isinstance(out[0], LeaseLostError)
+    assert store.load_steps("ghost") == []
+
+
+def test_record_steps__after_claim_by_other_worker__old_lease_fenced(store: Store):
+    store.create_run(new_run("a", owner=None))
+    [(first, _)] = store.claim_runs("w1", ["wf"], 10, NOW, 10.0)
+    store.stop_workers(["w1"], NOW)
+    [(second, _)] = store.claim_runs("w2", ["wf"], 10, NOW, 10.0)
+    assert second.epoch == first.epoch + 1
+    assert isinstance(store.record_steps([(first, step("a", 0))])[0], LeaseLostError)
+    assert store.record_steps([(second, step("a", 0))])[0] == step("a", 0)
+
+
+def _make_table(store: Store) -> str:
+    table = unique_table()
+
+    def create(conn):
+        conn.execute(f"CREATE TABLE {table} (v integer)")
+        return step("setup", 0)
+
+    store.create_run(new_run("setup"))
+    store.record_step_transactionally(lease("setup"), create)
+    return table
+
+
+def _count(store: Store, table: str) -> int:
+    box: list[int] = []
+
+    def read(conn):
+        box.append(conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+        raise _Abort
+
+    with pytest.raises(_Abort):
+        store.record_step_transactionally(lease("setup"), read)
+    return box[0]
+
+
+class _Abort(Exception):
+    pass
+
+
+def test_record_step_transactionally__commits_body_and_entry_together(store: Store):
+    table = _make_table(store)
+    store.create_run(new_run("a"))
+    p = placeholder(store.dialect)
+
+    def body(conn):
+        conn.execute(f"INSERT INTO {table} (v) VALUES ({p})", (7,))
+        return step("a", 0, output=b"7")
+
+    assert store.record_step_transactionally(lease("a"), body) == step("a", 0, output=b"7")
+    assert _count(store, table) == 1
+    assert store.load_steps("a")[0].output == b"7"
+
+
+def test_record_step_transactionally__body_raises__rolls_back_everything(store: Store):
+    table = _make_table(store)
+    store.create_run(new_run("a"))
+    p = placeholder(store.dialect)
+
+    def body(conn):
+        conn.execute(f"INSERT INTO {table} (v) VALUES ({p})", (7,))
+        raise ValueError("boom")
+
+    with pytest.raises(ValueError, match="boom"):
+        store.record_step_transactionally(lease("a"), body)
+    assert _count(store, table) == 0
+    assert store.load_steps("a") == []
+
+
+def test_record_step_transactionally__lease_lost__rolls_back_body(store: Store):
+    table = _make_table(store)
+    store.create_run(new_run("a"))
+    p = placeholder(store.dialect)
+
+    def body(conn):
+        conn.execute(f"INSERT INTO {table} (v) VALUES ({p})", (7,))
+        return step("a", 0)
+
+    with pytest.raises(LeaseLostError):
+        store.record_step_transactionally(lease("a", epoch=9), body)
+    assert _count(store, table) == 0
+
+
+def test_record_step_transactionally__already_recorded__returns_it_and_rolls_back(store: Store):
+    table = _make_table(store)
+    store.create_run(new_run("a"))
+    store.record_steps([(lease("a"), step("a", 0, output=b"first"))])
+    p = placeholder(store.dialect)
+
+    def body(conn):
+        conn.execute(f"INSERT INTO {table} (v) VALUES ({p})", (7,))
+        return step("a", 0, output=b"second")
+
+    assert store.record_step_transactionally(lease("a"), body).output == b"first"
+    assert _count(store, table) == 0
