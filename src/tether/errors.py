@@ -16,6 +16,7 @@ TetherError                     base; the message says what happened and what to
 ├── StepTimeoutError            a step attempt ran longer than its timeout
 ├── NotInWorkflowError          a workflow-only call made outside a workflow or step
 ├── NonRetryableError           raise it from a step to stop its retries
+├── RecoveryLimitError          a run crashed its workers too often and was failed
 └── StoreError                  the database
     ├── StoreUnavailableError   cannot reach it or it failed transiently (retryable)
     ├── SchemaVersionError      the schema is newer than this code, or not migrated
@@ -144,6 +145,10 @@ class NotInWorkflowError(TetherError):
 
 class NonRetryableError(TetherError):
     """Raise from a step to fail it at once, without further attempts."""
+
+
+class RecoveryLimitError(TetherError):
+    """A run was resumed after crashes more often than `Settings.max_recoveries` allows."""
 
 
 class StoreError(TetherError):

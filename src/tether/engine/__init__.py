@@ -1,0 +1,1 @@
+"""Durable workflows: steps, journal, recovery, workers."""
