@@ -215,18 +215,17 @@ class App:
         spec = self._spec_of(fn)
         payload, digest = spec.encode_input(self.codec, args, kwargs)
         worker = self._worker
+        owner = worker.id if worker is not None and worker.reserve() else None
         new = NewRun(
-            run_id,
-            spec.name,
-            payload,
-            digest,
-            self._now(),
-            owner=worker.id if worker else None,
-            version=spec.version,
+            run_id, spec.name, payload, digest, self._now(), owner=owner, version=spec.version
         )
-        row, created = await self._db(self.store.create_run, new)
-        if created and worker is not None:
-            worker.launch(spec, Lease(run_id, worker.id, row.epoch), payload, 0, journal=[])
+        try:
+            row, created = await self._db(self.store.create_run, new)
+        finally:
+            if owner is not None and worker is not None:
+                worker.unreserve()
+        if created and owner is not None and worker is not None:
+            worker.launch(spec, Lease(run_id, owner, row.epoch), payload, 0, journal=[])
         return WorkflowHandle(self, run_id, spec.name)
 
     def retrieve(self, workflow_id: str) -> WorkflowHandle[Any]:

@@ -93,7 +93,8 @@ class WorkflowHandle(Generic[R]):
         local = self._app._local_result(self._id)
         if local is not None:
             try:
-                outcome = await asyncio.wait_for(asyncio.shield(local), timeout)
+                async with asyncio.timeout(timeout):
+                    outcome = await asyncio.shield(local)
             except TimeoutError:
                 raise self._timeout(timeout) from None
             if outcome is not None:

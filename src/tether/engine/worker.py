@@ -66,6 +66,7 @@ class Worker:
         )
         self.running: dict[str, tuple[Execution | None, asyncio.Task[None]]] = {}
         self.results: dict[str, asyncio.Future[Outcome | None]] = {}
+        self._reserved = 0
         self._loops: list[asyncio.Task[None]] = []
         self._claim_wakeup = asyncio.Event()
         self._last_heartbeat = 0.0
@@ -109,6 +110,21 @@ class Worker:
             task.cancel()
 
     # -- running work -------------------------------------------------------------------------
+
+    def reserve(self) -> bool:
+        """Reserve room for a run about to be started here; False if the worker is full.
+
+        A run started while the worker is full is left PENDING and claimed when room frees.
+        Call `unreserve` once the run is launched (or turned out to exist already).
+        """
+        if len(self.running) + self._reserved >= self.settings.max_concurrency:
+            return False
+        self._reserved += 1
+        return True
+
+    def unreserve(self) -> None:
+        """Return a reservation made by `reserve`."""
+        self._reserved -= 1
 
     def launch(
         self,
@@ -160,6 +176,8 @@ class Worker:
             waiter = self.results.pop(run_id, None)
             if waiter is not None and not waiter.done():
                 waiter.set_result(outcome)
+            if self._loops and len(self.running) < self.settings.max_concurrency:
+                self.wake_claims()  # room for a PENDING run
 
     async def _execute(self, ex: Execution, payload: bytes) -> Outcome:
         try:
@@ -195,7 +213,7 @@ class Worker:
 
     async def claim(self) -> list[str]:
         """Claim runs nobody live owns, up to this worker's free capacity, and execute them."""
-        capacity = self.settings.max_concurrency - len(self.running)
+        capacity = self.settings.max_concurrency - len(self.running) - self._reserved
         if capacity <= 0 or not self.workflows:
             return []
         claimed = await self.db(
@@ -222,8 +240,11 @@ class Worker:
 
     async def _claim_loop(self) -> None:
         while True:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
+            # arrives just as the event is set, and the worker would never stop.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._claim_wakeup.wait(), self.settings.poll_interval)
+                async with asyncio.timeout(self.settings.poll_interval):
+                    await self._claim_wakeup.wait()
             self._claim_wakeup.clear()
             try:
                 await self.recover()
