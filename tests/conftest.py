@@ -8,13 +8,15 @@ own schema in it. If the server is down the PostgreSQL tests fail: they never sk
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+import tether
 from tether.settings import Settings
 from tether.store import open_store
 from tether.store.base import Store
@@ -104,3 +106,28 @@ def make_store(settings: Settings) -> Iterator[object]:
     yield make
     for s in opened:
         s.close()
+
+
+FAST = {"poll_interval": 0.05, "heartbeat_interval": 0.5, "lease_ttl": 2.0}
+
+MakeApp = Callable[..., tether.App]
+
+
+@pytest.fixture
+def make_app(settings: Settings) -> Iterator[MakeApp]:
+    """Build Apps on the test's database (several Apps = several workers or clients)."""
+    apps: list[tether.App] = []
+
+    def make(**options: object) -> tether.App:
+        app = tether.App(settings=dataclasses.replace(settings, **{**FAST, **options}))  # type: ignore[arg-type]
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        app.close()
+
+
+@pytest.fixture
+def app(make_app: MakeApp) -> tether.App:
+    return make_app()

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 
 import tether
+from tests.conftest import MakeApp
 from tether.store.base import RunFilter
-
-from .conftest import MakeApp
 
 
 def no_runs(app: tether.App) -> bool:

@@ -9,9 +9,8 @@ from collections import Counter
 import pytest
 
 import tether
+from tests.conftest import MakeApp
 from tether.store.base import RunFilter
-
-from .conftest import MakeApp
 
 
 def define(app: tether.App, ledger: Counter[str], gate: asyncio.Event | None, stop_at: int = 3):

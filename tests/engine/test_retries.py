@@ -9,9 +9,8 @@ from collections import Counter
 import pytest
 
 import tether
+from tests.conftest import MakeApp
 from tether.engine.retry import Retry
-
-from .conftest import MakeApp
 
 FAST = Retry(attempts=3, initial_delay=0.01, backoff=2.0, jitter=0.0)
 

@@ -9,8 +9,7 @@ from collections import Counter
 import pytest
 
 import tether
-
-from .conftest import MakeApp
+from tests.conftest import MakeApp
 
 
 def table_for(app: tether.App) -> tuple[str, str]:

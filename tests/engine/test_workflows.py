@@ -9,8 +9,7 @@ import pydantic
 import pytest
 
 import tether
-
-from .conftest import MakeApp
+from tests.conftest import MakeApp
 
 
 @dataclasses.dataclass

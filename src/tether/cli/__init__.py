@@ -1,0 +1,1 @@
+"""The `tether` command line: it reads and administers the same database as your app."""

@@ -1,0 +1,31 @@
+"""The `tether` command."""
+
+from __future__ import annotations
+
+import typer
+
+from tether.cli import workflows
+from tether.cli.common import DbOption, opened, out
+from tether.store import migrate as migrations
+
+app = typer.Typer(
+    name="tether",
+    help="Durable execution for AI agents: inspect and administer a tether database.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(workflows.app, name="workflows")
+
+
+@app.command()
+def migrate(db: DbOption = None) -> None:
+    """Create or upgrade tether's tables (workers also do this when they start)."""
+    with opened(db, migrate=True) as store:
+        version = store.check_schema()
+    out.print(f"schema at version {version} (newest known: {migrations.latest(store.dialect)})")
+
+
+def main() -> None:
+    """Entry point of the `tether` script."""
+    app()

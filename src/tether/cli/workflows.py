@@ -1,0 +1,144 @@
+"""`tether workflows list|show`."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from tether.cli.common import DbOption, JsonOption, duration, err, opened, out, payload, print_json
+from tether.cli.common import when as fmt_when
+from tether.codec import Codec
+from tether.engine.failures import error_summary
+from tether.status import Status
+from tether.store.base import RunFilter, RunRow, StepRecord
+
+app = typer.Typer(help="List and inspect workflow runs.", no_args_is_help=True)
+
+_STYLE = {
+    "SUCCEEDED": "green", "FAILED": "red", "CANCELLED": "yellow", "RUNNING": "cyan",
+    "PENDING": "white", "WAITING": "magenta", "ok": "green", "error": "red", "retry": "yellow",
+}
+
+
+def _statuses(values: list[str] | None) -> tuple[str, ...]:
+    chosen = tuple(v.upper() for v in values or ())
+    unknown = [v for v in chosen if v not in Status.__members__]
+    if unknown:
+        raise typer.BadParameter(
+            f"unknown status {', '.join(unknown)}; use one of {', '.join(Status.__members__)}"
+        )
+    return chosen
+
+
+@app.command("list")
+def list_runs(
+    db: DbOption = None,
+    status: Annotated[
+        list[str] | None, typer.Option("--status", "-s", help="Only runs in this status.")
+    ] = None,
+    name: Annotated[str | None, typer.Option("--name", "-n", help="Only this workflow.")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="At most this many.")] = 50,
+    as_json: JsonOption = False,
+) -> None:
+    """List workflow runs, newest first."""
+    query = RunFilter(statuses=_statuses(status), name=name, limit=limit)
+    with opened(db) as store:
+        runs = store.list_runs(query)
+    if as_json:
+        print_json([_run_summary(r) for r in runs])
+        return
+    table = Table(box=None, header_style="bold")
+    for column in ("ID", "WORKFLOW", "STATUS", "CREATED (UTC)", "DURATION", "RECOVERIES"):
+        table.add_column(column)
+    for r in runs:
+        table.add_row(r.id, r.name, _styled(r.status), fmt_when(r.created_at),
+                      duration(r.created_at, r.finished_at), str(r.recoveries))
+    out.print(table)
+    if not runs:
+        err.print("no runs match")
+
+
+@app.command("show")
+def show(
+    workflow_id: Annotated[str, typer.Argument(help="The run's id.")],
+    db: DbOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Show one run: its status, input, outcome, and every step with attempts and timings."""
+    codec = Codec()
+    with opened(db) as store:
+        run = store.get_run(workflow_id)
+        if run is None:
+            err.print(f"[red]error:[/red] no workflow run with id {workflow_id!r}; "
+                      "`tether workflows list` shows the runs in this database")
+            raise typer.Exit(1)
+        steps = store.load_steps(workflow_id)
+    detail = _run_detail(codec, run, steps)
+    if as_json:
+        print_json(detail)
+        return
+    out.print(f"[bold]{run.id}[/bold]  {run.name}  {_styled(run.status)}")
+    out.print(f"created {fmt_when(run.created_at)}  finished {fmt_when(run.finished_at)}  "
+              f"duration {duration(run.created_at, run.finished_at)}")
+    out.print(f"owner {run.owner or '-'}  epoch {run.epoch}  recoveries {run.recoveries}")
+    out.print(f"input  {detail['input']}")
+    if detail["output"] is not None:
+        out.print(f"output {detail['output']}")
+    if detail["error"] is not None:
+        out.print(f"[red]error  {detail['error']['type']}: {detail['error']['message']}[/red]")
+        out.print(detail["error"]["traceback"], markup=False)
+    table = Table(box=None, header_style="bold", title=f"{len(steps)} steps", title_justify="left")
+    for column in ("#", "STEP", "STATUS", "ATTEMPTS", "STARTED (UTC)", "DURATION", "RESULT"):
+        table.add_column(column)
+    for s in detail["steps"]:
+        result = s["output"] if s["status"] == "ok" else f"{s['error_type']}: {s['error_message']}"
+        table.add_row(str(s["seq"]), s["name"], _styled(s["status"]), str(s["attempts"]),
+                      fmt_when(s["started_at"]), duration(s["started_at"], s["ended_at"]),
+                      _short(result))
+    out.print(table)
+
+
+def _run_summary(r: RunRow) -> dict[str, Any]:
+    return {
+        "id": r.id, "workflow": r.name, "status": r.status, "created_at": r.created_at,
+        "finished_at": r.finished_at, "recoveries": r.recoveries, "owner": r.owner,
+    }
+
+
+def _run_detail(codec: Codec, run: RunRow, steps: list[StepRecord]) -> dict[str, Any]:
+    error = None
+    if run.error is not None:
+        kind, message, tb = error_summary(run.error)
+        error = {"type": kind, "message": message, "traceback": tb}
+    return {
+        **_run_summary(run),
+        "epoch": run.epoch,
+        "version": run.version,
+        "input": payload(codec, run.input),
+        "output": payload(codec, run.output),
+        "error": error,
+        "steps": [_step_detail(codec, s) for s in steps],
+    }
+
+
+def _step_detail(codec: Codec, s: StepRecord) -> dict[str, Any]:
+    kind = message = None
+    if s.error is not None:
+        kind, message, _ = error_summary(s.error)
+    return {
+        "seq": s.seq, "name": s.name, "status": s.status, "attempts": s.attempts,
+        "started_at": s.started_at, "ended_at": s.ended_at, "retry_at": s.retry_at,
+        "output": payload(codec, s.output), "error_type": kind, "error_message": message,
+    }
+
+
+def _styled(status: str) -> str:
+    color = _STYLE.get(status)
+    return f"[{color}]{status}[/{color}]" if color else status
+
+
+def _short(value: Any, width: int = 60) -> str:
+    text = str(value)
+    return text if len(text) <= width else text[: width - 1] + "…"
