@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import json
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import pydantic
@@ -24,6 +24,9 @@ import pydantic_core
 from tether.errors import ConfigError, CorruptRowError, PayloadTooLargeError, SerializationError
 
 _ANY: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(Any)
+
+Text = str | Callable[[], str]
+"""A description, or a function that builds it: the hot path only pays for it on error."""
 _HEADER = 0  # first byte of a codec-wrapped payload; JSON text never starts with NUL
 
 
@@ -99,41 +102,44 @@ class Codec:
         self._by_name = {c.name: c for c in codecs}
         self._header = bytes([_HEADER]) + ",".join(names).encode() + bytes([_HEADER])
 
-    def to_json(self, value: Any, what: str) -> bytes:
+    def to_json(self, value: Any, what: Text) -> bytes:
         """Encode `value` as JSON bytes by its runtime type, or raise `SerializationError`."""
         try:
             return _ANY.dump_json(value)
         except pydantic_core.PydanticSerializationError as exc:
             raise SerializationError(
-                f"{what} cannot be stored: a {type(value).__name__} value holds something that "
-                f"is not JSON-serializable ({_first_line(exc)}). Pass JSON types, dataclasses or "
-                "pydantic models, or keep the object outside the workflow and pass an id"
+                f"{_text(what)} cannot be stored: a {type(value).__name__} value holds something "
+                f"that is not JSON-serializable ({_first_line(exc)}). Pass JSON types, "
+                "dataclasses or pydantic models, or keep the object outside the workflow and "
+                "pass an id"
             ) from None
 
-    def seal(self, data: bytes, what: str, context: str) -> bytes:
+    def seal(self, data: bytes, what: Text, context: Text) -> bytes:
         """Apply the codecs to JSON bytes and enforce the size limit."""
         if self.codecs:
+            where = _text(context)
             for codec in self.codecs:
-                data = codec.encode(data, context)
+                data = codec.encode(data, where)
             data = self._header + data
         if len(data) > self.max_bytes:
             raise PayloadTooLargeError(
-                f"{what} is {len(data):,} bytes encoded, over the limit of {self.max_bytes:,}; "
-                "store large data outside the journal (a file, an object store) and pass a "
+                f"{_text(what)} is {len(data):,} bytes encoded, over the limit of "
+                f"{self.max_bytes:,}; store large data outside the journal (a file, an object store) and pass a "
                 "reference, or raise Settings.max_payload_bytes",
                 size=len(data),
                 limit=self.max_bytes,
             )
         return data
 
-    def encode(self, value: Any, what: str, context: str = "") -> bytes:
+    def encode(self, value: Any, what: Text, context: Text = "") -> bytes:
         """Encode `value` for storage: JSON, then codecs, then the size check."""
         return self.seal(self.to_json(value, what), what, context)
 
-    def open(self, data: bytes, what: str, context: str = "") -> bytes:
+    def open(self, data: bytes, what: Text, context: Text = "") -> bytes:
         """Undo the codecs of a stored payload, returning its JSON bytes."""
         if not data or data[0] != _HEADER:
             return data
+        what, context = _text(what), _text(context)
         end = data.find(_HEADER, 1)
         if end < 0:
             raise CorruptRowError(f"{what}: the payload's codec header is damaged")
@@ -155,7 +161,7 @@ class Codec:
         return body
 
     def decode(
-        self, data: bytes, annotation: Any = Any, what: str = "payload", context: str = ""
+        self, data: bytes, annotation: Any = Any, what: Text = "payload", context: Text = ""
     ) -> Any:
         """Decode a stored payload into `annotation`'s type."""
         raw = self.open(data, what, context)
@@ -165,9 +171,11 @@ class Codec:
             try:
                 json.loads(raw)
             except ValueError:
-                raise CorruptRowError(f"{what} is not valid JSON; the row is damaged") from None
+                raise CorruptRowError(
+                    f"{_text(what)} is not valid JSON; the row is damaged"
+                ) from None
             raise SerializationError(
-                f"{what} does not fit its declared type {_type_name(annotation)}: "
+                f"{_text(what)} does not fit its declared type {_type_name(annotation)}: "
                 f"{_first_line(exc)}. Fix the annotation or the value returned"
             ) from None
 
@@ -175,6 +183,10 @@ class Codec:
 def canonical_json(value: Any) -> bytes:
     """JSON of `value` (already JSON-compatible) with sorted keys, for hashing."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str).encode()
+
+
+def _text(text: Text) -> str:
+    return text if isinstance(text, str) else text()
 
 
 def _type_name(annotation: Any) -> str:

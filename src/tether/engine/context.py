@@ -75,14 +75,16 @@ class Execution:
         return seq
 
 
-@dataclasses.dataclass(frozen=True, slots=True)
 class StepFrame:
-    """A step attempt in progress."""
+    """A step attempt in progress (a plain slotted class: one is made per attempt)."""
 
-    execution: Execution
-    seq: int
-    name: str
-    attempt: int
+    __slots__ = ("attempt", "execution", "name", "seq")
+
+    def __init__(self, execution: Execution, seq: int, name: str, attempt: int) -> None:
+        self.execution = execution
+        self.seq = seq
+        self.name = name
+        self.attempt = attempt
 
 
 current: contextvars.ContextVar[Execution | StepFrame | None] = contextvars.ContextVar(

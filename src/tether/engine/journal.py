@@ -7,10 +7,11 @@ meanwhile queue up for the leader's next round. A lone writer pays one round tri
 waiting, so sequential latency stays at the database's floor while concurrent throughput is
 not capped at one commit per step.
 
-Async callers hand the leader's work to a writer thread, so the event loop keeps running the
-other workflows while a commit is in flight; when the store says its commits are cheap
-(`Store.inline_writes`: SQLite without fsync), they write on the loop's thread instead, which
-saves two thread switches per step. Plain `def` code writes from its own thread.
+A lone async writer commits on the event loop's thread: a thread switch costs about as much
+as a fast commit, and nothing else was ready to run meanwhile. A batch goes to a writer
+thread, so the loop keeps running the other workflows while it is in flight. When the store
+says its commits are cheap (`Store.inline_writes`: SQLite without fsync), every write happens
+on the caller's thread. Plain `def` code writes from its own thread.
 
 A write that fails because the database is unavailable is retried with backoff until
 `Settings.store_retry_timeout`: a step outcome already computed is not thrown away.
@@ -54,6 +55,14 @@ def retrying(fn: Callable[[], T], timeout: float, what: str) -> T:
 class Committer:
     """Writes journal entries with group commit; thread-safe.
 
+    Entries wait in a queue; at most one writer drains it at a time (`_leading`). An async
+    caller that finds nobody writing first yields once to the event loop (`_gathering`), so
+    that the other runs ready at that moment reach their checkpoints and join its commit; if it
+    is still alone it writes on the loop's thread (one round trip, no thread switch), otherwise
+    the writer thread commits the whole batch while the loop runs on. The gathering caller
+    never holds the writer's role while suspended, so a plain `def` step committing from the
+    loop's thread can always take that role itself instead of waiting for the loop.
+
     Args:
         store: where entries go.
         retry_timeout: how long a write is retried while the database is unavailable.
@@ -65,6 +74,7 @@ class Committer:
         self._lock = threading.Lock()
         self._queue: list[tuple[_Item, _Waiter]] = []
         self._leading = False
+        self._gathering = False
         self._inline = store.inline_writes
         self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tether-writer")
 
@@ -75,31 +85,76 @@ class Committer:
             LeaseLostError: the run belongs to another worker now.
             StoreUnavailableError: the database stayed unavailable past the retry timeout.
         """
-        waiter, lead = self._enqueue((lease, record))
+        item = (lease, record)
+        with self._lock:
+            lead = not self._leading
+            alone = lead and not self._queue
+            self._leading = True if lead else self._leading
+            if not alone:
+                waiter: _Waiter = concurrent.futures.Future()
+                self._queue.append((item, waiter))
+        if alone:
+            return self._write_alone(item)
         if lead:
             self._drain(until=waiter)
         return waiter.result()
 
     async def acommit(self, lease: Lease, record: StepRecord) -> StepRecord:
-        """`commit` for the event loop: the loop keeps running while the write is in flight."""
+        """`commit` for the event loop: the loop keeps running while a batch is in flight."""
         if self._inline:
             return self.commit(lease, record)
-        waiter, lead = self._enqueue((lease, record))
-        if lead:
-            self._writer.submit(self._drain)
+        waiter: _Waiter = concurrent.futures.Future()
+        with self._lock:
+            self._queue.append(((lease, record), waiter))
+            gather = not self._leading and not self._gathering
+            self._gathering = self._gathering or gather
+        if gather:
+            await asyncio.sleep(0)  # let the runs that are ready join this commit
+            with self._lock:
+                self._gathering = False
+                lead = not self._leading and not waiter.done()
+                alone = lead and len(self._queue) == 1
+                self._leading = self._leading or lead
+            if alone:
+                self._drain(until=waiter)
+            elif lead:
+                self._handoff()
+        if waiter.done():
+            return waiter.result()
         return await asyncio.wrap_future(waiter)
 
     def close(self) -> None:
-        """Finish queued writes and stop the writer thread."""
-        self._writer.shutdown(wait=True)
+        """Let queued writes finish and stop the writer thread when idle."""
+        self._writer.shutdown(wait=False)
 
-    def _enqueue(self, item: _Item) -> tuple[_Waiter, bool]:
-        waiter: _Waiter = concurrent.futures.Future()
+    def _write_alone(self, item: _Item) -> StepRecord:
+        """Write one entry with no other waiting; this caller holds the writer's role."""
+        try:
+            try:
+                result = self._store.record_steps([item])[0]
+            except StoreUnavailableError:
+                result = retrying(
+                    lambda: self._store.record_steps([item])[0], self._retry_timeout, "record"
+                )
+        finally:
+            self._release()
+        if isinstance(result, LeaseLostError):
+            raise result
+        return result
+
+    def _release(self) -> None:
+        """Give up the writer's role, passing it to the writer thread if entries wait."""
         with self._lock:
-            self._queue.append((item, waiter))
-            lead = not self._leading
-            self._leading = True
-        return waiter, lead
+            if not self._queue:
+                self._leading = False
+                return
+        self._handoff()
+
+    def _handoff(self) -> None:
+        try:
+            self._writer.submit(self._drain)
+        except RuntimeError:  # closed: whoever holds the role drains here
+            self._drain()
 
     def _drain(self, until: _Waiter | None = None) -> None:
         """Write queued entries, a batch per commit, until the queue is empty.
@@ -111,13 +166,13 @@ class Committer:
         while True:
             with self._lock:
                 if until is not None and until.done() and self._queue:
-                    self._writer.submit(self._drain)
-                    return
+                    break
                 batch, self._queue = self._queue, []
                 if not batch:
                     self._leading = False
                     return
             self._write(batch)
+        self._handoff()
 
     def _write(self, batch: list[tuple[_Item, _Waiter]]) -> None:
         items = [item for item, _ in batch]

@@ -122,7 +122,7 @@ class StepCall:
         if record.status == STEP_OK:
             assert record.output is not None
             return self.ex.worker.codec.decode(
-                record.output, self.spec.returns, self._what(), self._where()
+                record.output, self.spec.returns, self._what, self._where
             )
         assert record.error is not None
         raise failures.decode_error(record.error)
@@ -146,7 +146,7 @@ class StepCall:
         The value is the decoded payload, so the first run sees exactly what every replay will.
         """
         codec = self.ex.worker.codec
-        what, where = self._what(), self._where()
+        what, where = self._what, self._where
         payload = codec.encode(value, what, where)
         result = codec.decode(payload, self.spec.returns, what, where)
         record = StepRecord(

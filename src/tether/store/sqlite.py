@@ -109,26 +109,28 @@ def _json_list(values: Sequence[str]) -> str:
     return json.dumps(list(values))
 
 
+def _translate(exc: sqlite3.Error, what: str) -> StoreError:
+    """Turn a sqlite3 error into tether's, saying what was being done."""
+    text = str(exc)
+    if isinstance(exc, sqlite3.OperationalError) and any(w in text.lower() for w in _UNAVAILABLE):
+        return StoreUnavailableError(
+            f"SQLite could not {what}: {text}; tether retries transient failures, check "
+            "the disk and that no other program holds the database locked"
+        )
+    if "malformed" in text or "not a database" in text:
+        return CorruptRowError(
+            f"SQLite could not {what}: {text}; restore the database from a backup"
+        )
+    return StoreError(f"SQLite could not {what}: {text}")
+
+
 @contextlib.contextmanager
 def _translated(what: str) -> Iterator[None]:
-    """Turn sqlite3 errors into tether's, saying what was being done."""
+    """Raise sqlite3 errors as tether's (see `_translate`)."""
     try:
         yield
-    except sqlite3.OperationalError as exc:
-        text = str(exc)
-        if any(word in text.lower() for word in _UNAVAILABLE):
-            raise StoreUnavailableError(
-                f"SQLite could not {what}: {text}; tether retries transient failures, check "
-                "the disk and that no other program holds the database locked"
-            ) from exc
-        raise StoreError(f"SQLite could not {what}: {text}") from exc
-    except sqlite3.DatabaseError as exc:
-        text = str(exc)
-        if "malformed" in text or "not a database" in text:
-            raise CorruptRowError(
-                f"SQLite could not {what}: {text}; restore the database from a backup"
-            ) from exc
-        raise StoreError(f"SQLite could not {what}: {text}") from exc
+    except sqlite3.Error as exc:
+        raise _translate(exc, what) from exc
 
 
 class SqliteStore:
@@ -322,10 +324,14 @@ class SqliteStore:
         if len(items) == 1:
             # The hot path: one statement in autocommit mode is one transaction, no BEGIN.
             lease, record = items[0]
-            with self._write_lock, _translated("record a step"):
-                if self._writer.execute(RECORD_STEP, _step_params(lease, record)).rowcount == 1:
-                    return [record]
-                return [self._resolve(self._writer, lease, record)]
+            with self._write_lock:
+                try:
+                    cur = self._writer.execute(RECORD_STEP, _step_params(lease, record))
+                    if cur.rowcount == 1:
+                        return [record]
+                    return [self._resolve(self._writer, lease, record)]
+                except sqlite3.Error as exc:
+                    raise _translate(exc, "record a step") from exc
 
         def write(conn: sqlite3.Connection) -> list[StepRecord | LeaseLostError]:
             out: list[StepRecord | LeaseLostError] = []
