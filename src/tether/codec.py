@@ -124,8 +124,8 @@ class Codec:
         if len(data) > self.max_bytes:
             raise PayloadTooLargeError(
                 f"{_text(what)} is {len(data):,} bytes encoded, over the limit of "
-                f"{self.max_bytes:,}; store large data outside the journal (a file, an object store) and pass a "
-                "reference, or raise Settings.max_payload_bytes",
+                f"{self.max_bytes:,}; store large data outside the journal (a file, an object "
+                "store) and pass a reference, or raise Settings.max_payload_bytes",
                 size=len(data),
                 limit=self.max_bytes,
             )

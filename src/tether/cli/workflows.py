@@ -17,8 +17,15 @@ from tether.store.base import RunFilter, RunRow, StepRecord
 app = typer.Typer(help="List and inspect workflow runs.", no_args_is_help=True)
 
 _STYLE = {
-    "SUCCEEDED": "green", "FAILED": "red", "CANCELLED": "yellow", "RUNNING": "cyan",
-    "PENDING": "white", "WAITING": "magenta", "ok": "green", "error": "red", "retry": "yellow",
+    "SUCCEEDED": "green",
+    "FAILED": "red",
+    "CANCELLED": "yellow",
+    "RUNNING": "cyan",
+    "PENDING": "white",
+    "WAITING": "magenta",
+    "ok": "green",
+    "error": "red",
+    "retry": "yellow",
 }
 
 
@@ -53,8 +60,14 @@ def list_runs(
     for column in ("ID", "WORKFLOW", "STATUS", "CREATED (UTC)", "DURATION", "RECOVERIES"):
         table.add_column(column)
     for r in runs:
-        table.add_row(r.id, r.name, _styled(r.status), fmt_when(r.created_at),
-                      duration(r.created_at, r.finished_at), str(r.recoveries))
+        table.add_row(
+            r.id,
+            r.name,
+            _styled(r.status),
+            fmt_when(r.created_at),
+            duration(r.created_at, r.finished_at),
+            str(r.recoveries),
+        )
     out.print(table)
     if not runs:
         err.print("no runs match")
@@ -71,8 +84,10 @@ def show(
     with opened(db) as store:
         run = store.get_run(workflow_id)
         if run is None:
-            err.print(f"[red]error:[/red] no workflow run with id {workflow_id!r}; "
-                      "`tether workflows list` shows the runs in this database")
+            err.print(
+                f"[red]error:[/red] no workflow run with id {workflow_id!r}; "
+                "`tether workflows list` shows the runs in this database"
+            )
             raise typer.Exit(1)
         steps = store.load_steps(workflow_id)
     detail = _run_detail(codec, run, steps)
@@ -80,8 +95,10 @@ def show(
         print_json(detail)
         return
     out.print(f"[bold]{run.id}[/bold]  {run.name}  {_styled(run.status)}")
-    out.print(f"created {fmt_when(run.created_at)}  finished {fmt_when(run.finished_at)}  "
-              f"duration {duration(run.created_at, run.finished_at)}")
+    out.print(
+        f"created {fmt_when(run.created_at)}  finished {fmt_when(run.finished_at)}  "
+        f"duration {duration(run.created_at, run.finished_at)}"
+    )
     out.print(f"owner {run.owner or '-'}  epoch {run.epoch}  recoveries {run.recoveries}")
     out.print(f"input  {detail['input']}")
     if detail["output"] is not None:
@@ -94,16 +111,27 @@ def show(
         table.add_column(column)
     for s in detail["steps"]:
         result = s["output"] if s["status"] == "ok" else f"{s['error_type']}: {s['error_message']}"
-        table.add_row(str(s["seq"]), s["name"], _styled(s["status"]), str(s["attempts"]),
-                      fmt_when(s["started_at"]), duration(s["started_at"], s["ended_at"]),
-                      _short(result))
+        table.add_row(
+            str(s["seq"]),
+            s["name"],
+            _styled(s["status"]),
+            str(s["attempts"]),
+            fmt_when(s["started_at"]),
+            duration(s["started_at"], s["ended_at"]),
+            _short(result),
+        )
     out.print(table)
 
 
 def _run_summary(r: RunRow) -> dict[str, Any]:
     return {
-        "id": r.id, "workflow": r.name, "status": r.status, "created_at": r.created_at,
-        "finished_at": r.finished_at, "recoveries": r.recoveries, "owner": r.owner,
+        "id": r.id,
+        "workflow": r.name,
+        "status": r.status,
+        "created_at": r.created_at,
+        "finished_at": r.finished_at,
+        "recoveries": r.recoveries,
+        "owner": r.owner,
     }
 
 
@@ -128,9 +156,16 @@ def _step_detail(codec: Codec, s: StepRecord) -> dict[str, Any]:
     if s.error is not None:
         kind, message, _ = error_summary(s.error)
     return {
-        "seq": s.seq, "name": s.name, "status": s.status, "attempts": s.attempts,
-        "started_at": s.started_at, "ended_at": s.ended_at, "retry_at": s.retry_at,
-        "output": payload(codec, s.output), "error_type": kind, "error_message": message,
+        "seq": s.seq,
+        "name": s.name,
+        "status": s.status,
+        "attempts": s.attempts,
+        "started_at": s.started_at,
+        "ended_at": s.ended_at,
+        "retry_at": s.retry_at,
+        "output": payload(codec, s.output),
+        "error_type": kind,
+        "error_message": message,
     }
 
 
