@@ -67,6 +67,7 @@ class Worker:
         self.running: dict[str, tuple[Execution | None, asyncio.Task[None]]] = {}
         self.results: dict[str, asyncio.Future[Outcome | None]] = {}
         self._reserved = 0
+        self._backlog = False  # runs were left PENDING here for want of room
         self._loops: list[asyncio.Task[None]] = []
         self._claim_wakeup = asyncio.Event()
         self._last_heartbeat = 0.0
@@ -118,6 +119,7 @@ class Worker:
         Call `unreserve` once the run is launched (or turned out to exist already).
         """
         if len(self.running) + self._reserved >= self.settings.max_concurrency:
+            self._backlog = True
             return False
         self._reserved += 1
         return True
@@ -176,8 +178,8 @@ class Worker:
             waiter = self.results.pop(run_id, None)
             if waiter is not None and not waiter.done():
                 waiter.set_result(outcome)
-            if self._loops and len(self.running) < self.settings.max_concurrency:
-                self.wake_claims()  # room for a PENDING run
+            if self._backlog and len(self.running) < self.settings.max_concurrency:
+                self.wake_claims()  # room for a run left PENDING
 
     async def _execute(self, ex: Execution, payload: bytes) -> Outcome:
         try:
@@ -224,6 +226,8 @@ class Worker:
             self.clock.now(),
             self.settings.lease_ttl,
         )
+        if len(claimed) < capacity:
+            self._backlog = False
         for lease, row in claimed:
             self._launch_claimed(lease, row)
         return [lease.run_id for lease, _ in claimed]
