@@ -1,0 +1,93 @@
+"""`make bench`: every benchmark on every backend, printed beside the floor of the same run.
+
+    python bench/run.py [--backends sqlite sqlite-full postgres] [--quick]
+
+Floors: a loop of one small INSERT + COMMIT with the same durability settings (bench_floor).
+Results are printed as a table and saved as JSON under bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import json
+import platform
+from pathlib import Path
+from typing import Any
+
+import bench_concurrent
+import bench_floor
+import bench_recovery
+import bench_seq
+
+from benchlib import BACKENDS, fresh_database
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def run_backend(backend: str, quick: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    with fresh_database(backend) as env:
+        out["seq"] = asyncio.run(bench_seq.measure(env, n=100 if quick else 300))
+    out["concurrent"] = {}
+    for conc in (1, 16, 64):
+        with fresh_database(backend) as env:
+            r = asyncio.run(bench_concurrent.measure(env, conc, seconds=1.5 if quick else 4.0))
+        out["concurrent"][conc] = r["steps_per_s"]
+    with fresh_database(backend) as env:
+        out["recovery"] = bench_recovery.measure(env, n=100, steps=10, sleep_ms=10.0)
+    return out
+
+
+def report(floor: dict[str, float], results: dict[str, dict[str, Any]]) -> list[str]:
+    lines = [
+        f"{'':22s}" + "".join(f"{b:>16s}" for b in results),
+        "floor: INSERT+COMMIT  " + "".join(f"{floor[f'{b}_us']:13.1f} us" for b in results),
+    ]
+
+    def row(label: str, fn: Any) -> None:
+        lines.append(f"{label:22s}" + "".join(f"{fn(b, r):>16s}" for b, r in results.items()))
+
+    row("step (async)", lambda b, r: f"{r['seq']['step_async_us']:.1f} us")
+    row("  x floor", lambda b, r: f"{r['seq']['step_async_us'] / floor[f'{b}_us']:.2f}x")
+    row("step (plain def)", lambda b, r: f"{r['seq']['step_sync_us']:.1f} us")
+    row("  x floor", lambda b, r: f"{r['seq']['step_sync_us'] / floor[f'{b}_us']:.2f}x")
+    row("workflow, 0 steps", lambda b, r: f"{r['seq']['workflow_us'] / 1000:.2f} ms")
+    for conc in (1, 16, 64):
+        row(f"steps/s, {conc} concurrent", lambda b, r, c=conc: f"{r['concurrent'][c]:,}")
+    row("  64 vs floor rate", lambda b, r: f"{r['concurrent'][64] * floor[f'{b}_us'] / 1e6:.1f}x")
+    row("restart->1st step", lambda b, r: f"{r['recovery']['restart_to_first_step_s']:.3f} s")
+    row("app start->1st step", lambda b, r: f"{r['recovery']['app_start_to_first_step_s']:.3f} s")
+    row("re-ran checkpointed", lambda b, r: str(r["recovery"]["reran_checkpointed_steps"]))
+    row(
+        "writes per step",
+        lambda b, r: str(r["seq"]["store_calls_10_steps"].get("record_steps", 0) / 10),
+    )
+    return lines
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--backends", nargs="+", default=list(BACKENDS), choices=BACKENDS)
+    p.add_argument("--quick", action="store_true", help="shorter runs, noisier figures")
+    args = p.parse_args()
+    floor = bench_floor.measure(1000 if args.quick else 3000, tuple(args.backends))
+    results = {b: run_backend(b, args.quick) for b in args.backends}
+    lines = report(floor, results)
+    print("\n".join(lines))
+    RESULTS.mkdir(exist_ok=True)
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = RESULTS / f"{stamp}.json"
+    path.write_text(
+        json.dumps(
+            {"machine": platform.platform(), "floor": floor, "results": results, "table": lines},
+            indent=2,
+            default=str,
+        )
+    )
+    print(f"\nsaved {path}")
+
+
+if __name__ == "__main__":
+    main()
