@@ -20,13 +20,12 @@ import sys
 import tempfile
 import time
 
+import tether
+from tether.settings import Settings
+from tether.store import open_store
+from tether.store.base import RunFilter
 
-import tether  # noqa: E402
-from tether.settings import Settings  # noqa: E402
-from tether.store import open_store  # noqa: E402
-from tether.store.base import RunFilter  # noqa: E402
-
-from benchlib import emit, fresh_database  # noqa: E402
+from benchlib import emit, fresh_database
 
 T_IMPORTED = time.time()
 
