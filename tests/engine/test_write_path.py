@@ -8,6 +8,7 @@ from collections import Counter
 from typing import Any
 
 import tether
+from tests.conftest import MakeApp
 
 
 def count_calls(app: tether.App) -> Counter[str]:
@@ -68,7 +69,7 @@ async def test_concurrent_steps__share_commits(app: tether.App):
         assert calls["record_steps"] < 50
 
 
-async def test_sqlite_hot_path__one_statement_per_step(make_app):
+async def test_sqlite_hot_path__one_statement_per_step(make_app: MakeApp):
     app = make_app(poll_interval=60.0)  # no claim transactions during the measurement
     if app.store.dialect != "sqlite":
         return  # statement tracing is SQLite's; PostgreSQL is covered by the call count above

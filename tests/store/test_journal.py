@@ -167,3 +167,39 @@ def test_record_step_transactionally__already_recorded__returns_it_and_rolls_bac
 
     assert store.record_step_transactionally(lease("a"), body).output == b"first"
     assert _count(store, table) == 0
+
+
+def test_record_steps__same_position_twice_in_batch__applied_in_order(store: Store):
+    store.create_run(new_run("a"))
+    retry = step("a", 0, status=STEP_RETRY, output=None, attempts=1, retry_at=NOW + 1)
+    final = step("a", 0, output=b"done", attempts=2)
+    assert store.record_steps([(lease("a"), retry), (lease("a"), final)]) == [retry, final]
+    loaded = store.load_steps("a")[0]
+    assert (loaded.status, loaded.output, loaded.attempts) == (STEP_OK, b"done", 2)
+
+
+def test_record_steps__run_already_ended__refused(store: Store):
+    store.create_run(new_run("a"))
+    store.complete_run(lease("a"), "SUCCEEDED", b"1", None, NOW)
+    [outcome] = store.record_steps([(lease("a"), step("a", 0))])
+    assert isinstance(outcome, LeaseLostError)
+    assert "SUCCEEDED" in str(outcome)
+    assert store.load_steps("a") == []
+
+
+def test_record_step_transactionally__body_driver_error__propagates_unchanged(store: Store):
+    store.create_run(new_run("a"))
+    raised: list[BaseException] = []
+
+    def body(conn):
+        try:
+            conn.execute("INSERT INTO no_such_table_here (v) VALUES (1)")
+        except Exception as exc:
+            raised.append(exc)
+            raise
+        return step("a", 0)
+
+    with pytest.raises(Exception) as info:  # noqa: PT011 - the driver's own type, per backend
+        store.record_step_transactionally(lease("a"), body)
+    assert info.value is raised[0]
+    assert store.load_steps("a") == []

@@ -86,14 +86,14 @@ class Committer:
             StoreUnavailableError: the database stayed unavailable past the retry timeout.
         """
         item = (lease, record)
+        waiter: _Waiter | None = None
         with self._lock:
             lead = not self._leading
-            alone = lead and not self._queue
-            self._leading = True if lead else self._leading
-            if not alone:
-                waiter: _Waiter = concurrent.futures.Future()
+            self._leading = True
+            if not (lead and not self._queue):
+                waiter = concurrent.futures.Future()
                 self._queue.append((item, waiter))
-        if alone:
+        if waiter is None:
             return self._write_alone(item)
         if lead:
             self._drain(until=waiter)

@@ -221,7 +221,7 @@ class Store(Protocol):
         ...
 
     def register_worker(self, worker: WorkerRow) -> None:
-        """Insert (or replace) the worker's row."""
+        """Insert the worker's row; for a known id, refresh its heartbeat and revive it."""
         ...
 
     def heartbeat(self, worker_id: str, now: float) -> bool:

@@ -106,7 +106,8 @@ UPDATE {s}.runs SET status = %(status)s, output = %(output)s, error = %(error)s,
     updated_at = to_timestamp(%(now)s::float8), finished_at = to_timestamp(%(now)s::float8)
 WHERE id = %(id)s AND epoch = %(epoch)s AND status IN ('PENDING', 'RUNNING', 'WAITING')
 """
-# The journal write. Fenced: a row is written only while its lease's epoch is the run's, and
+# The journal write. Fenced: a row is written only while its lease's epoch is the run's (and the
+# run has not ended), and
 # the run's row is locked FOR SHARE until the commit, so a claim (which bumps the epoch) cannot
 # slip in between the check and the commit. A final entry is never overwritten; a 'retry'
 # entry is. `{source}` is a batch (RECORD_STEPS, column arrays) or one entry (RECORD_STEP:
@@ -120,7 +121,7 @@ FROM {source}
      AS v(run_id, seq, name, status, output, error, attempts, started_at, ended_at, retry_at,
           lease_run, lease_epoch)
 WHERE EXISTS (SELECT 1 FROM {s}.runs r WHERE r.id = v.lease_run AND r.epoch = v.lease_epoch
-              FOR SHARE)
+              AND r.status = 'RUNNING' FOR SHARE)
 ON CONFLICT (run_id, seq) DO UPDATE SET
     name = excluded.name, status = excluded.status, output = excluded.output,
     error = excluded.error, attempts = excluded.attempts, ended_at = excluded.ended_at,
@@ -530,8 +531,12 @@ class PostgresStore:
         self._write("register a worker", write)
 
     def heartbeat(self, worker_id: str, now: float) -> bool:
-        """Refresh the worker's heartbeat."""
-        return self._write(
+        """Refresh the worker's heartbeat.
+
+        On a pooled connection, not the writer: a journal write waiting on a lock must not
+        hold up the heartbeat until the worker's lease lapses.
+        """
+        return self._read(
             "record a heartbeat",
             lambda c: c.execute(self._sql.heartbeat, (now, worker_id), prepare=True).rowcount == 1,
         )

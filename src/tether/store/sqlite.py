@@ -57,13 +57,14 @@ COMPLETE_RUN = """
 UPDATE runs SET status = ?, output = ?, error = ?, updated_at = ?, finished_at = ?
 WHERE id = ? AND epoch = ? AND status IN ('PENDING', 'RUNNING', 'WAITING')
 """
-# The journal write: conditioned on the lease, never overwriting a final entry. The WHERE on
+# The journal write: conditioned on the lease (and on the run not having ended), never
+# overwriting a final entry. The WHERE on
 # the SELECT is also what lets SQLite parse the upsert after INSERT ... SELECT.
 RECORD_STEP = """
 INSERT INTO steps (run_id, seq, name, status, output, error, attempts, started_at, ended_at,
                    retry_at)
 SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?
-WHERE EXISTS (SELECT 1 FROM runs WHERE id = ? AND epoch = ?)
+WHERE EXISTS (SELECT 1 FROM runs WHERE id = ? AND epoch = ? AND status = 'RUNNING')
 ON CONFLICT (run_id, seq) DO UPDATE SET
     name = excluded.name, status = excluded.status, output = excluded.output,
     error = excluded.error, attempts = excluded.attempts, ended_at = excluded.ended_at,
@@ -360,7 +361,10 @@ class SqliteStore:
         """Run `body` and record its entry in the same transaction."""
 
         def txn(conn: sqlite3.Connection) -> StepRecord:
-            record = body(conn)
+            try:
+                record = body(conn)
+            except Exception as exc:
+                raise _BodyFailed(exc) from exc
             if conn.execute(RECORD_STEP, _step_params(lease, record)).rowcount == 1:
                 return record
             outcome = self._resolve(conn, lease, record)
@@ -372,6 +376,9 @@ class SqliteStore:
             if isinstance(rb.outcome, LeaseLostError):
                 raise rb.outcome from None
             return rb.outcome
+        except _BodyFailed as failed:
+            error = failed.error
+        raise error  # the body's own error (even a sqlite3 one) goes on exactly as raised
 
     # -- workers and claims -----------------------------------------------------------------
 
@@ -422,6 +429,13 @@ class SqliteStore:
         rows = self._write("claim runs", lambda c: c.execute(CLAIM_RUNS, params).fetchall())
         runs = sorted((_run_row(r) for r in rows), key=lambda r: r.created_at)
         return [(Lease(r.id, worker_id, r.epoch), r) for r in runs]
+
+
+class _BodyFailed(Exception):
+    """Carries a transactional step body's error past the driver-error translation."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
 
 
 class _Rollback(Exception):
