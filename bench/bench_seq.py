@@ -67,6 +67,7 @@ def count_store_calls(app: tether.App) -> Counter[str]:
         "complete_run",
         "record_step_transactionally",
         "claim_runs",
+        "write_batch",
     ):
         original = getattr(store, name)
 

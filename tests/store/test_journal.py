@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tether.errors import LeaseLostError
-from tether.store.base import STEP_ERROR, STEP_OK, STEP_RETRY, Store
+from tether.errors import LeaseLostError, WorkflowConflictError
+from tether.store.base import STEP_ERROR, STEP_OK, STEP_RETRY, RunFilter, Store
 
 from .helpers import NOW, lease, new_run, placeholder, step, unique_table
 
@@ -203,3 +203,49 @@ def test_record_step_transactionally__body_driver_error__propagates_unchanged(st
         store.record_step_transactionally(lease("a"), body)
     assert info.value is raised[0]
     assert store.load_steps("a") == []
+
+
+def test_write_batch__mixed_writes__each_gets_its_outcome(store: Store):
+    from tether.store.base import Batch, Completion
+
+    store.create_run(new_run("old", input_hash="h1"))
+    store.create_run(new_run("done"))
+    store.create_run(new_run("ending"))
+    batch = Batch(
+        runs=[new_run("fresh"), new_run("old", input_hash="other"), new_run("old")],
+        steps=[(lease("old"), step("old", 0)), (lease("old", epoch=5), step("old", 1))],
+        completions=[
+            Completion(lease("ending"), "SUCCEEDED", b"1", None, NOW),
+            Completion(lease("done", epoch=3), "FAILED", None, b"{}", NOW),
+        ],
+    )
+    result = store.write_batch(batch)
+    fresh, conflict, same = result.runs
+    assert isinstance(fresh, tuple)
+    assert fresh[1] is True
+    assert isinstance(conflict, WorkflowConflictError)
+    assert isinstance(same, tuple)
+    assert same[1] is False
+    assert result.steps[0] == step("old", 0)
+    assert isinstance(result.steps[1], LeaseLostError)
+    assert result.completions[0] is None
+    assert isinstance(result.completions[1], LeaseLostError)
+    assert store.get_run("fresh") is not None
+    assert store.get_run("ending").status == "SUCCEEDED"  # type: ignore[union-attr]
+    assert store.get_run("done").status == "RUNNING"  # type: ignore[union-attr]
+    assert [s.seq for s in store.load_steps("old")] == [0]
+
+
+def test_write_batch__single_kind_batches(store: Store):
+    from tether.store.base import Batch, Completion
+
+    runs = store.write_batch(Batch(runs=[new_run(f"r{i}") for i in range(3)])).runs
+    assert [r[1] for r in runs if isinstance(r, tuple)] == [True, True, True]
+    steps = store.write_batch(Batch(steps=[(lease(f"r{i}"), step(f"r{i}", 0)) for i in range(3)]))
+    assert steps.steps == [step(f"r{i}", 0) for i in range(3)]
+    done = Batch(
+        completions=[Completion(lease(f"r{i}"), "SUCCEEDED", b"1", None, NOW) for i in range(3)]
+    )
+    assert store.write_batch(done).completions == [None, None, None]
+    assert store.write_batch(done).completions == [None, None, None]  # acknowledged again
+    assert {r.status for r in store.list_runs(RunFilter())} == {"SUCCEEDED"}

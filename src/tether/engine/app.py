@@ -219,12 +219,16 @@ class App:
         new = NewRun(
             run_id, spec.name, payload, digest, self._now(), owner=owner, version=spec.version
         )
+        if worker is None or owner is None:
+            await self._db(self.store.create_run, new)
+            return WorkflowHandle(self, run_id, spec.name)
         try:
-            row, created = await self._db(self.store.create_run, new)
+            row, _ = await worker.committer.acreate(new)
         finally:
-            if owner is not None and worker is not None:
-                worker.unreserve()
-        if created and owner is not None and worker is not None:
+            worker.unreserve()
+        # Ours to run if we own it and it is not running here yet: just created, or created
+        # by a write whose acknowledgement was lost and retried.
+        if row.owner == owner and row.status == "RUNNING" and run_id not in worker.running:
             worker.launch(spec, Lease(run_id, owner, row.epoch), payload, 0, journal=[])
         return WorkflowHandle(self, run_id, spec.name)
 

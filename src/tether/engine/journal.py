@@ -1,11 +1,11 @@
-"""The checkpoint write path: group commit of journal entries.
+"""The write path: group commit of run starts, journal entries and run completions.
 
-Every step's outcome is committed before its workflow moves on. When many runs finish steps
-at once, their entries share one commit: the first writer to arrive becomes the leader and
-writes everything queued (its own entry included) in one transaction; writers arriving
-meanwhile queue up for the leader's next round. A lone writer pays one round trip and no
-waiting, so sequential latency stays at the database's floor while concurrent throughput is
-not capped at one commit per step.
+Every step's outcome is committed before its workflow moves on. When many runs write at once
+(a step finished, a run started here, a run ended), their writes share one commit: the first
+writer to arrive becomes the leader and writes everything queued (its own write included) as
+one batch; writers arriving meanwhile queue up for the leader's next round. A lone writer pays
+one round trip and no waiting, so sequential latency stays at the database's floor while
+concurrent throughput is not capped at one commit per write.
 
 A lone async writer commits on the event loop's thread: a thread switch costs about as much
 as a fast commit, and nothing else was ready to run meanwhile. A batch goes to a writer
@@ -21,20 +21,52 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from tether.errors import LeaseLostError, StoreUnavailableError
-from tether.store.base import Lease, StepRecord, Store
+from tether.errors import StoreUnavailableError, TetherError
+from tether.store.base import Batch, Completion, Lease, NewRun, RunRow, StepRecord, Store
 
 T = TypeVar("T")
 log = logging.getLogger("tether.journal")
 
-_Item = tuple[Lease, StepRecord]
-_Waiter = concurrent.futures.Future[StepRecord]
+_Item = NewRun | tuple[Lease, StepRecord] | Completion
+
+
+class _Waiter:
+    """Where a queued write's outcome goes: a thread's future, or an event loop's.
+
+    A loop's futures are settled with one callback per batch and loop (not one wake-up per
+    write), or directly when the batch was written on that loop's own thread.
+    """
+
+    __slots__ = ("future", "loop", "thread")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.loop = loop
+        self.thread = threading.get_ident()
+        self.future: concurrent.futures.Future[Any] | asyncio.Future[Any] = (
+            concurrent.futures.Future() if loop is None else loop.create_future()
+        )
+
+    def done(self) -> bool:
+        return self.future.done()
+
+
+def _settle(pairs: list[tuple[_Waiter, Any]]) -> None:
+    """Give each waiter its outcome (an exception outcome is raised to it)."""
+    for waiter, outcome in pairs:
+        future = waiter.future
+        if future.done():  # an async caller that was cancelled meanwhile
+            continue
+        if isinstance(outcome, BaseException):
+            future.set_exception(outcome)
+        else:
+            future.set_result(outcome)
 
 
 def retrying(fn: Callable[[], T], timeout: float, what: str) -> T:
@@ -53,18 +85,18 @@ def retrying(fn: Callable[[], T], timeout: float, what: str) -> T:
 
 
 class Committer:
-    """Writes journal entries with group commit; thread-safe.
+    """Writes with group commit; thread-safe.
 
-    Entries wait in a queue; at most one writer drains it at a time (`_leading`). An async
+    Writes wait in a queue; at most one writer drains it at a time (`_leading`). An async
     caller that finds nobody writing first yields once to the event loop (`_gathering`), so
-    that the other runs ready at that moment reach their checkpoints and join its commit; if it
-    is still alone it writes on the loop's thread (one round trip, no thread switch), otherwise
+    that the other runs ready at that moment reach their writes and join its commit; if it is
+    still alone it writes on the loop's thread (one round trip, no thread switch), otherwise
     the writer thread commits the whole batch while the loop runs on. The gathering caller
     never holds the writer's role while suspended, so a plain `def` step committing from the
     loop's thread can always take that role itself instead of waiting for the loop.
 
     Args:
-        store: where entries go.
+        store: where writes go.
         retry_timeout: how long a write is retried while the database is unavailable.
     """
 
@@ -79,33 +111,54 @@ class Committer:
         self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tether-writer")
 
     def commit(self, lease: Lease, record: StepRecord) -> StepRecord:
-        """Write one entry and wait for it; return the entry the journal holds at that position.
+        """Journal a step's outcome and wait; return the entry the journal holds there.
 
         Raises:
-            LeaseLostError: the run belongs to another worker now.
+            LeaseLostError: the run belongs to another worker now, or has ended.
             StoreUnavailableError: the database stayed unavailable past the retry timeout.
         """
-        item = (lease, record)
+        result: StepRecord = self._submit((lease, record))
+        return result
+
+    async def acommit(self, lease: Lease, record: StepRecord) -> StepRecord:
+        """`commit` for the event loop: the loop keeps running while a batch is in flight."""
+        result: StepRecord = await self._asubmit((lease, record))
+        return result
+
+    async def acreate(self, run: NewRun) -> tuple[RunRow, bool]:
+        """`Store.create_run`, sharing commits with other writes."""
+        result: tuple[RunRow, bool] = await self._asubmit(run)
+        return result
+
+    async def acomplete(self, completion: Completion) -> None:
+        """`Store.complete_run`, sharing commits with other writes."""
+        await self._asubmit(completion)
+
+    def close(self) -> None:
+        """Let queued writes finish and stop the writer thread when idle."""
+        self._writer.shutdown(wait=False)
+
+    def _submit(self, item: _Item) -> Any:
         waiter: _Waiter | None = None
         with self._lock:
             lead = not self._leading
             self._leading = True
             if not (lead and not self._queue):
-                waiter = concurrent.futures.Future()
+                waiter = _Waiter()
                 self._queue.append((item, waiter))
         if waiter is None:
             return self._write_alone(item)
         if lead:
             self._drain(until=waiter)
-        return waiter.result()
+        assert isinstance(waiter.future, concurrent.futures.Future)
+        return waiter.future.result()
 
-    async def acommit(self, lease: Lease, record: StepRecord) -> StepRecord:
-        """`commit` for the event loop: the loop keeps running while a batch is in flight."""
+    async def _asubmit(self, item: _Item) -> Any:
         if self._inline:
-            return self.commit(lease, record)
-        waiter: _Waiter = concurrent.futures.Future()
+            return self._submit(item)
+        waiter = _Waiter(asyncio.get_running_loop())
         with self._lock:
-            self._queue.append(((lease, record), waiter))
+            self._queue.append((item, waiter))
             gather = not self._leading and not self._gathering
             self._gathering = self._gathering or gather
         if gather:
@@ -119,31 +172,48 @@ class Committer:
                 self._drain(until=waiter)
             elif lead:
                 self._handoff()
-        if waiter.done():
-            return waiter.result()
-        return await asyncio.wrap_future(waiter)
+        assert isinstance(waiter.future, asyncio.Future)
+        return await waiter.future
 
-    def close(self) -> None:
-        """Let queued writes finish and stop the writer thread when idle."""
-        self._writer.shutdown(wait=False)
-
-    def _write_alone(self, item: _Item) -> StepRecord:
-        """Write one entry with no other waiting; this caller holds the writer's role."""
+    def _write_alone(self, item: _Item) -> Any:
+        """Write one item with nobody else waiting; this caller holds the writer's role."""
         try:
-            try:
-                result = self._store.record_steps([item])[0]
-            except StoreUnavailableError:
-                result = retrying(
-                    lambda: self._store.record_steps([item])[0], self._retry_timeout, "record"
-                )
+            if isinstance(item, tuple):  # a journal entry: the hot path, one statement
+                try:
+                    outcome: Any = self._store.record_steps([item])[0]
+                except StoreUnavailableError:
+                    outcome = self._retrying(lambda: self._store.record_steps([item])[0])
+            else:
+                outcome = self._write_batch([item])[0]
         finally:
             self._release()
-        if isinstance(result, LeaseLostError):
-            raise result
-        return result
+        if isinstance(outcome, TetherError):
+            raise outcome
+        return outcome
+
+    def _write_batch(self, items: list[_Item]) -> list[Any]:
+        """Write a mixed batch; return each item's outcome, in the items' order."""
+        batch = Batch(
+            runs=[i for i in items if isinstance(i, NewRun)],
+            steps=[i for i in items if isinstance(i, tuple)],
+            completions=[i for i in items if isinstance(i, Completion)],
+        )
+        result = self._retrying(lambda: self._store.write_batch(batch))
+        runs, steps, done = iter(result.runs), iter(result.steps), iter(result.completions)
+        return [
+            next(runs)
+            if isinstance(i, NewRun)
+            else next(steps)
+            if isinstance(i, tuple)
+            else next(done)
+            for i in items
+        ]
+
+    def _retrying(self, fn: Callable[[], T]) -> T:
+        return retrying(fn, self._retry_timeout, "write to the journal")
 
     def _release(self) -> None:
-        """Give up the writer's role, passing it to the writer thread if entries wait."""
+        """Give up the writer's role, passing it to the writer thread if writes wait."""
         with self._lock:
             if not self._queue:
                 self._leading = False
@@ -157,11 +227,11 @@ class Committer:
             self._drain()
 
     def _drain(self, until: _Waiter | None = None) -> None:
-        """Write queued entries, a batch per commit, until the queue is empty.
+        """Write queued items, a batch per commit, until the queue is empty.
 
-        A caller leading on its own thread (`until` set) leads only until its own entry is
-        written, then hands what is left to the writer thread, so no caller is kept writing
-        other runs' entries indefinitely.
+        A caller leading on its own thread (`until` set) leads only until its own write is
+        done, then hands what is left to the writer thread, so no caller is kept writing
+        other runs' items indefinitely.
         """
         while True:
             with self._lock:
@@ -177,15 +247,22 @@ class Committer:
     def _write(self, batch: list[tuple[_Item, _Waiter]]) -> None:
         items = [item for item, _ in batch]
         try:
-            results = retrying(
-                lambda: self._store.record_steps(items), self._retry_timeout, "record steps"
-            )
-        except BaseException as exc:
-            for _, waiter in batch:
-                waiter.set_exception(exc)
-            return
-        for (_, waiter), result in zip(batch, results, strict=True):
-            if isinstance(result, LeaseLostError):
-                waiter.set_exception(result)
+            if all(isinstance(item, tuple) for item in items):
+                steps: list[Any] = items
+                outcomes: list[Any] = self._retrying(lambda: self._store.record_steps(steps))
             else:
-                waiter.set_result(result)
+                outcomes = self._write_batch(items)
+        except BaseException as exc:
+            outcomes = [exc] * len(batch)
+        here = threading.get_ident()
+        now: list[tuple[_Waiter, Any]] = []
+        later: dict[asyncio.AbstractEventLoop, list[tuple[_Waiter, Any]]] = {}
+        for (_, waiter), outcome in zip(batch, outcomes, strict=True):
+            if waiter.loop is None or waiter.thread == here:
+                now.append((waiter, outcome))
+            else:
+                later.setdefault(waiter.loop, []).append((waiter, outcome))
+        _settle(now)
+        for loop, pairs in later.items():
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody waits there now
+                loop.call_soon_threadsafe(_settle, pairs)

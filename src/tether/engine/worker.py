@@ -28,7 +28,15 @@ from tether.engine.workflow import Outcome, WorkflowSpec, execute
 from tether.errors import LeaseLostError, RecoveryLimitError, StoreUnavailableError, TetherError
 from tether.settings import Settings
 from tether.status import Status
-from tether.store.base import Connection, Lease, RunRow, StepRecord, Store, WorkerRow
+from tether.store.base import (
+    Completion,
+    Connection,
+    Lease,
+    RunRow,
+    StepRecord,
+    Store,
+    WorkerRow,
+)
 
 T = TypeVar("T")
 log = logging.getLogger("tether.worker")
@@ -164,9 +172,8 @@ class Worker:
                 self.running[run_id] = (ex, self.running[run_id][1])
                 outcome = await self._execute(ex, payload)
             status, output, error = outcome
-            await self.db(
-                self.store.complete_run, lease, status.value, output, error, self.clock.now()
-            )
+            completion = Completion(lease, status.value, output, error, self.clock.now())
+            await self.committer.acomplete(completion)
         except (Abandoned, asyncio.CancelledError, LeaseLostError) as exc:
             log.info("run %s left to recovery: %s", run_id, type(exc).__name__)
             outcome = None

@@ -97,6 +97,38 @@ class StepRecord:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
+class Completion:
+    """A run's final status and outcome, to record under its lease."""
+
+    lease: Lease
+    status: str
+    output: bytes | None
+    error: bytes | None
+    now: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Batch:
+    """Writes to commit together: new runs, then journal entries, then completions."""
+
+    runs: Sequence[NewRun] = ()
+    steps: Sequence[tuple[Lease, StepRecord]] = ()
+    completions: Sequence[Completion] = ()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class BatchResult:
+    """What happened to each write of a `Batch`, in the batch's order.
+
+    Errors are returned, not raised, so one write's failure leaves the others standing.
+    """
+
+    runs: list[tuple[RunRow, bool] | WorkflowConflictError]
+    steps: list[StepRecord | LeaseLostError]
+    completions: list[LeaseLostError | None]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
 class WorkerRow:
     """A worker process: who it is, where it runs, and when it last proved it is alive.
 
@@ -193,6 +225,16 @@ class Store(Protocol):
         """Return the run's journal in position order."""
         ...
 
+    def write_batch(self, batch: Batch) -> BatchResult:
+        """Commit a batch of writes in one transaction; say what happened to each.
+
+        Each write has the meaning of `create_run`, `record_steps` and `complete_run`, with
+        their errors (`WorkflowConflictError`, `LeaseLostError`) returned in the result
+        instead of raised. This is how concurrent runs' starts, checkpoints and completions
+        share commits.
+        """
+        ...
+
     def record_steps(
         self, items: Sequence[tuple[Lease, StepRecord]]
     ) -> list[StepRecord | LeaseLostError]:
@@ -252,13 +294,13 @@ class Store(Protocol):
 # Shared by the implementations: how to read a write that changed nothing.
 
 
-def check_same_run(new: NewRun, existing: RunRow) -> RunRow:
-    """Return `existing` if it is the run `new` describes, else raise `WorkflowConflictError`."""
+def conflict(new: NewRun, existing: RunRow) -> WorkflowConflictError | None:
+    """The error if `existing` is not the run `new` describes (same workflow, same input)."""
     if existing.name != new.name:
-        raise WorkflowConflictError(new.id, f"another workflow ({existing.name!r})")
+        return WorkflowConflictError(new.id, f"another workflow ({existing.name!r})")
     if existing.input_hash != new.input_hash:
-        raise WorkflowConflictError(new.id, "different input")
-    return existing
+        return WorkflowConflictError(new.id, "different input")
+    return None
 
 
 def lease_lost(lease: Lease, run: RunRow | None) -> LeaseLostError:
@@ -270,8 +312,12 @@ def lease_lost(lease: Lease, run: RunRow | None) -> LeaseLostError:
     return LeaseLostError(lease.run_id, f"the run is {run.status}")
 
 
-def check_completed(lease: Lease, run: RunRow | None) -> None:
-    """Accept a completion already recorded under `lease`; raise `LeaseLostError` otherwise."""
+def completion_refused(lease: Lease, run: RunRow | None) -> LeaseLostError | None:
+    """Why a completion under `lease` that changed nothing was refused.
+
+    None if it had already been recorded under this lease (an acknowledgement lost and the
+    write retried).
+    """
     if run is not None and run.epoch == lease.epoch and run.status in FINAL_RUN_STATUSES:
-        return
-    raise lease_lost(lease, run)
+        return None
+    return lease_lost(lease, run)

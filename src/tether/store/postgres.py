@@ -37,11 +37,15 @@ from tether.errors import (
     LeaseLostError,
     StoreError,
     StoreUnavailableError,
+    WorkflowConflictError,
 )
 from tether.settings import Settings
 from tether.store import migrate, redact
 from tether.store.base import (
     STEP_RETRY,
+    Batch,
+    BatchResult,
+    Completion,
     Connection,
     Lease,
     NewRun,
@@ -49,8 +53,8 @@ from tether.store.base import (
     RunRow,
     StepRecord,
     WorkerRow,
-    check_completed,
-    check_same_run,
+    completion_refused,
+    conflict,
     lease_lost,
 )
 
@@ -58,6 +62,7 @@ T = TypeVar("T")
 _Conn = psycopg.Connection[tuple[Any, ...]]
 _Outcome = StepRecord | LeaseLostError
 _Item = tuple[Lease, StepRecord]
+_Created = tuple[RunRow, bool] | WorkflowConflictError
 # Row dataclasses as parameter tuples, in field order (the statements list columns to match).
 _NEW_RUN_FIELDS = operator.attrgetter(*(f.name for f in dataclasses.fields(NewRun)))
 _STEP_FIELDS = operator.attrgetter(*(f.name for f in dataclasses.fields(StepRecord)))
@@ -98,6 +103,17 @@ VALUES (%s, %s, %s, %s, to_timestamp(%s::float8), %s, %s, %s, %s, %s, to_timesta
 ON CONFLICT (id) DO NOTHING
 RETURNING {RUN_COLUMNS}
 """
+INSERT_RUNS = f"""
+INSERT INTO {{s}}.runs (id, name, input, input_hash, created_at, owner, version, parent_id,
+                        status, epoch, updated_at)
+SELECT v.id, v.name, v.input, v.input_hash, to_timestamp(v.created_at), v.owner, v.version,
+       v.parent_id, v.status, v.epoch, to_timestamp(v.created_at)
+FROM unnest(%s::text[], %s::text[], %s::bytea[], %s::text[], %s::float8[], %s::text[],
+            %s::text[], %s::text[], %s::text[], %s::int8[])
+     AS v(id, name, input, input_hash, created_at, owner, version, parent_id, status, epoch)
+ON CONFLICT (id) DO NOTHING
+RETURNING {RUN_COLUMNS}
+"""
 SELECT_RUN = f"SELECT {RUN_COLUMNS} FROM {{s}}.runs WHERE id = %s"
 SELECT_RUNS = f"SELECT {RUN_COLUMNS} FROM {{s}}.runs WHERE id = ANY(%s::text[])"
 LIST_RUNS = f"SELECT {RUN_COLUMNS} FROM {{s}}.runs WHERE true"
@@ -105,6 +121,14 @@ COMPLETE_RUN = """
 UPDATE {s}.runs SET status = %(status)s, output = %(output)s, error = %(error)s,
     updated_at = to_timestamp(%(now)s::float8), finished_at = to_timestamp(%(now)s::float8)
 WHERE id = %(id)s AND epoch = %(epoch)s AND status IN ('PENDING', 'RUNNING', 'WAITING')
+"""
+COMPLETE_RUNS = """
+UPDATE {s}.runs AS r SET status = v.status, output = v.output, error = v.error,
+    updated_at = to_timestamp(v.now), finished_at = to_timestamp(v.now)
+FROM unnest(%s::text[], %s::int8[], %s::text[], %s::bytea[], %s::bytea[], %s::float8[])
+     AS v(id, epoch, status, output, error, now)
+WHERE r.id = v.id AND r.epoch = v.epoch AND r.status IN ('PENDING', 'RUNNING', 'WAITING')
+RETURNING r.id
 """
 # The journal write. Fenced: a row is written only while its lease's epoch is the run's (and the
 # run has not ended), and
@@ -194,10 +218,12 @@ class _Sql:
     insert_version: str
     set_migration_path: str
     insert_run: str
+    insert_runs: str
     select_run: str
     select_runs: str
     list_runs: str
     complete_run: str
+    complete_runs: str
     record_steps: str
     record_step: str
     select_steps: str
@@ -314,7 +340,11 @@ class PostgresStore:
             if broken:
                 self._pool.check()
 
-    def _read(self, what: str, fn: Callable[[_Conn], T]) -> T:
+    def _pooled(self, what: str, fn: Callable[[_Conn], T]) -> T:
+        """Run `fn` on a pooled autocommit connection.
+
+        For reads, and for writes that must not queue behind the journal writer.
+        """
         with self._translated(what), self._borrowed() as conn:
             return fn(conn)
 
@@ -365,33 +395,27 @@ class PostgresStore:
                 return 0
             return int(_scalar(conn, self._sql.select_version))
 
-        return self._read("read the schema version", read)
+        return self._pooled("read the schema version", read)
 
     def database_time(self) -> float:
         """Return the database server's clock."""
-        return float(self._read("read the time", lambda c: _scalar(c, DATABASE_TIME)))
+        return float(self._pooled("read the time", lambda c: _scalar(c, DATABASE_TIME)))
 
     # -- runs -------------------------------------------------------------------------------
 
     def create_run(self, run: NewRun) -> tuple[RunRow, bool]:
-        """Insert the run, or return the existing one with the same id and input."""
-        status, epoch = ("RUNNING", 1) if run.owner else ("PENDING", 0)
-        params = (*_NEW_RUN_FIELDS(run), status, epoch, run.created_at)
+        """Insert the run, or return the existing one with the same id and input.
 
-        def write(conn: _Conn) -> tuple[Sequence[Any] | None, bool]:
-            row = conn.execute(self._sql.insert_run, params, prepare=True, binary=True).fetchone()
-            if row is not None:
-                return row, True
-            return conn.execute(self._sql.select_run, (run.id,), binary=True).fetchone(), False
-
-        row, created = self._write("create a run", write)
-        if created:
-            return _run_row(row), True
-        return check_same_run(run, _run_row(row)), False
+        On a pooled connection: starts from many clients proceed side by side.
+        """
+        [outcome] = self._pooled("create a run", lambda c: self._create(c, [run]))
+        if isinstance(outcome, WorkflowConflictError):
+            raise outcome
+        return outcome
 
     def get_run(self, run_id: str) -> RunRow | None:
         """Return the run or None."""
-        row = self._read(
+        row = self._pooled(
             "read a run",
             lambda c: c.execute(self._sql.select_run, (run_id,), binary=True).fetchone(),
         )
@@ -412,32 +436,86 @@ class PostgresStore:
             params.append(query.created_before)
         sql += " ORDER BY created_at DESC, id DESC LIMIT %s"
         params.append(query.limit)
-        rows = self._read("list runs", lambda c: c.execute(sql, params, binary=True).fetchall())
+        rows = self._pooled("list runs", lambda c: c.execute(sql, params, binary=True).fetchall())
         return [_run_row(r) for r in rows]
 
     def complete_run(
         self, lease: Lease, status: str, output: bytes | None, error: bytes | None, now: float
     ) -> None:
-        """Record the final outcome under `lease`."""
-        params = {"status": status, "output": output, "error": error, "now": now}
-        params.update(id=lease.run_id, epoch=lease.epoch)
+        """Record the final outcome under `lease` (on a pooled connection)."""
+        completion = Completion(lease, status, output, error, now)
+        [refused] = self._pooled("complete a run", lambda c: self._complete(c, [completion]))
+        if refused is not None:
+            raise refused
 
-        def write(conn: _Conn) -> tuple[bool, Sequence[Any] | None]:
-            if conn.execute(self._sql.complete_run, params, prepare=True).rowcount == 1:
-                return True, None
-            return False, conn.execute(
-                self._sql.select_run, (lease.run_id,), binary=True
-            ).fetchone()
+    def _create(self, conn: _Conn, runs: Sequence[NewRun]) -> list[_Created]:
+        """Insert runs; for each, (row, created) or the conflict with the run of that id."""
+        if len(runs) == 1:
+            rows = conn.execute(
+                self._sql.insert_run, _new_run_params(runs[0]), prepare=True, binary=True
+            ).fetchall()
+        else:
+            arrays = [list(c) for c in zip(*map(_new_run_params, runs), strict=True)]
+            rows = conn.execute(self._sql.insert_runs, arrays[:-1], binary=True).fetchall()
+        made = {r.id: r for r in map(_run_row, rows)}
+        missing = [run.id for run in runs if run.id not in made]
+        existing: dict[str, RunRow] = {}
+        if missing:
+            found = conn.execute(self._sql.select_runs, (missing,), binary=True).fetchall()
+            existing = {r.id: r for r in map(_run_row, found)}
+        out: list[_Created] = []
+        for run in runs:
+            if run.id in made:
+                out.append((made.pop(run.id), True))  # a repeated id is found existing
+            else:
+                row = existing[run.id]
+                out.append(conflict(run, row) or (row, False))
+        return out
 
-        done, row = self._write("complete a run", write)
-        if not done:
-            check_completed(lease, None if row is None else _run_row(row))
+    def _complete(self, conn: _Conn, items: Sequence[Completion]) -> list[LeaseLostError | None]:
+        """Record final outcomes; for each, None or why it was refused."""
+        if len(items) == 1:
+            c = items[0]
+            params = {
+                "status": c.status,
+                "output": c.output,
+                "error": c.error,
+                "now": c.now,
+                "id": c.lease.run_id,
+                "epoch": c.lease.epoch,
+            }
+            done = (
+                {c.lease.run_id}
+                if conn.execute(self._sql.complete_run, params, prepare=True).rowcount == 1
+                else set()
+            )
+        else:
+            arrays = [
+                [c.lease.run_id for c in items],
+                [c.lease.epoch for c in items],
+                [c.status for c in items],
+                [c.output for c in items],
+                [c.error for c in items],
+                [c.now for c in items],
+            ]
+            done = {r[0] for r in conn.execute(self._sql.complete_runs, arrays).fetchall()}
+        missing = [c.lease.run_id for c in items if c.lease.run_id not in done]
+        runs: dict[str, RunRow] = {}
+        if missing:
+            found = conn.execute(self._sql.select_runs, (missing,), binary=True).fetchall()
+            runs = {r.id: r for r in map(_run_row, found)}
+        return [
+            None
+            if c.lease.run_id in done
+            else completion_refused(c.lease, runs.get(c.lease.run_id))
+            for c in items
+        ]
 
     # -- journal ----------------------------------------------------------------------------
 
     def load_steps(self, run_id: str) -> list[StepRecord]:
         """Return the journal in order."""
-        rows = self._read(
+        rows = self._pooled(
             "read a journal",
             lambda c: c.execute(self._sql.select_steps, (run_id,), binary=True).fetchall(),
         )
@@ -447,22 +525,21 @@ class PostgresStore:
         """Append journal entries in one commit: one statement, one round trip."""
         if not items:
             return []
+        return self._write("record steps", lambda conn: self._record_rounds(conn, items))
+
+    def _record_rounds(self, conn: _Conn, items: Sequence[_Item]) -> list[_Outcome]:
         rounds = _rounds(items)
-
-        def write(conn: _Conn) -> list[_Outcome]:
-            if len(rounds) == 1:  # autocommit: the statement is the transaction
-                return self._record(conn, items)
-            # The same position twice (a 'retry' entry then its successor): one statement
-            # cannot upsert a row twice, so each repeat goes in a later statement.
-            out: list[_Outcome | None] = [None] * len(items)
-            with conn.transaction():
-                for indexes in rounds:
-                    done = self._record(conn, [items[i] for i in indexes])
-                    for i, outcome in zip(indexes, done, strict=True):
-                        out[i] = outcome
-            return [o for o in out if o is not None]
-
-        return self._write("record steps", write)
+        if len(rounds) == 1:  # in autocommit, the statement is the transaction
+            return self._record(conn, items)
+        # The same position twice (a 'retry' entry then its successor): one statement
+        # cannot upsert a row twice, so each repeat goes in a later statement.
+        out: list[_Outcome | None] = [None] * len(items)
+        with conn.transaction():
+            for indexes in rounds:
+                done = self._record(conn, [items[i] for i in indexes])
+                for i, outcome in zip(indexes, done, strict=True):
+                    out[i] = outcome
+        return [o for o in out if o is not None]
 
     def _record(self, conn: _Conn, items: Sequence[_Item]) -> list[_Outcome]:
         """Write entries at distinct positions; explain those that were not written."""
@@ -474,6 +551,30 @@ class PostgresStore:
         missed = [item for item in items if (item[1].run_id, item[1].seq) not in written]
         explained = iter(self._resolve(conn, missed) if missed else [])
         return [rec if (rec.run_id, rec.seq) in written else next(explained) for _, rec in items]
+
+    def write_batch(self, batch: Batch) -> BatchResult:
+        """Commit new runs, journal entries and completions together.
+
+        A batch of one kind is a single statement in autocommit; a mixed batch is one
+        transaction of up to three statements.
+        """
+
+        def write(conn: _Conn) -> BatchResult:
+            return BatchResult(
+                runs=self._create(conn, batch.runs) if batch.runs else [],
+                steps=self._record_rounds(conn, batch.steps) if batch.steps else [],
+                completions=self._complete(conn, batch.completions) if batch.completions else [],
+            )
+
+        kinds = sum(1 for part in (batch.runs, batch.steps, batch.completions) if part)
+        if kinds <= 1 and len(_rounds(batch.steps)) <= 1:
+            return self._write("write a batch", write)
+
+        def in_transaction(conn: _Conn) -> BatchResult:
+            with conn.transaction():
+                return write(conn)
+
+        return self._write("write a batch", in_transaction)
 
     def _resolve(self, conn: _Conn, items: Sequence[_Item]) -> list[_Outcome]:
         """Explain writes that wrote nothing: a final entry stands, or the lease is lost."""
@@ -536,14 +637,14 @@ class PostgresStore:
         On a pooled connection, not the writer: a journal write waiting on a lock must not
         hold up the heartbeat until the worker's lease lapses.
         """
-        return self._read(
+        return self._pooled(
             "record a heartbeat",
             lambda c: c.execute(self._sql.heartbeat, (now, worker_id), prepare=True).rowcount == 1,
         )
 
     def list_workers(self) -> list[WorkerRow]:
         """Return the workers that have not stopped."""
-        rows = self._read(
+        rows = self._pooled(
             "list workers", lambda c: c.execute(self._sql.select_workers, binary=True).fetchall()
         )
         return [WorkerRow(*r) for r in rows]
@@ -619,6 +720,12 @@ def _rounds(items: Sequence[_Item]) -> list[list[int]]:
             rounds.append([])
         rounds[n].append(i)
     return rounds
+
+
+def _new_run_params(run: NewRun) -> tuple[Any, ...]:
+    """Parameters for `INSERT_RUN`: the run's fields in order, status, epoch, updated_at."""
+    status, epoch = ("RUNNING", 1) if run.owner else ("PENDING", 0)
+    return (*_NEW_RUN_FIELDS(run), status, epoch, run.created_at)
 
 
 def _step_params(lease: Lease, record: StepRecord) -> tuple[Any, ...]:

@@ -21,10 +21,14 @@ from tether.errors import (
     LeaseLostError,
     StoreError,
     StoreUnavailableError,
+    WorkflowConflictError,
 )
 from tether.store import migrate
 from tether.store.base import (
     STEP_RETRY,
+    Batch,
+    BatchResult,
+    Completion,
     Connection,
     Lease,
     NewRun,
@@ -32,8 +36,8 @@ from tether.store.base import (
     RunRow,
     StepRecord,
     WorkerRow,
-    check_completed,
-    check_same_run,
+    completion_refused,
+    conflict,
     lease_lost,
 )
 
@@ -237,43 +241,11 @@ class SqliteStore:
 
     def create_run(self, run: NewRun) -> tuple[RunRow, bool]:
         """Insert the run, or return the existing one with the same id and input."""
-        status = "RUNNING" if run.owner else "PENDING"
-        epoch = 1 if run.owner else 0
-        params = (
-            run.id,
-            run.name,
-            run.version,
-            status,
-            run.input,
-            run.input_hash,
-            run.owner,
-            epoch,
-            run.parent_id,
-            run.created_at,
-            run.created_at,
-        )
         with self._write_lock, _translated("create a run"):
-            created = self._writer.execute(INSERT_RUN, params).rowcount == 1
-            if created:
-                return RunRow(
-                    run.id,
-                    run.name,
-                    status,
-                    run.input,
-                    run.input_hash,
-                    None,
-                    None,
-                    run.owner,
-                    epoch,
-                    0,
-                    run.created_at,
-                    run.created_at,
-                    None,
-                    run.version,
-                    run.parent_id,
-                ), True
-            existing = self._writer.execute(SELECT_RUN, (run.id,)).fetchone()
-        return check_same_run(run, _run_row(existing)), False
+            outcome = _create(self._writer, run)
+        if isinstance(outcome, WorkflowConflictError):
+            raise outcome
+        return outcome
 
     def get_run(self, run_id: str) -> RunRow | None:
         """Return the run or None."""
@@ -303,13 +275,9 @@ class SqliteStore:
     ) -> None:
         """Record the final outcome under `lease`."""
         with self._write_lock, _translated("complete a run"):
-            cur = self._writer.execute(
-                COMPLETE_RUN, (status, output, error, now, now, lease.run_id, lease.epoch)
-            )
-            if cur.rowcount == 1:
-                return
-            row = self._writer.execute(SELECT_RUN, (lease.run_id,)).fetchone()
-        check_completed(lease, None if row is None else _run_row(row))
+            refused = _complete(self._writer, Completion(lease, status, output, error, now))
+        if refused is not None:
+            raise refused
 
     # -- journal ----------------------------------------------------------------------------
 
@@ -324,36 +292,27 @@ class SqliteStore:
         """Append journal entries in one commit."""
         if len(items) == 1:
             # The hot path: one statement in autocommit mode is one transaction, no BEGIN.
-            lease, record = items[0]
             with self._write_lock:
                 try:
-                    cur = self._writer.execute(RECORD_STEP, _step_params(lease, record))
-                    if cur.rowcount == 1:
-                        return [record]
-                    return [self._resolve(self._writer, lease, record)]
+                    return [_record(self._writer, *items[0])]
                 except sqlite3.Error as exc:
                     raise _translate(exc, "record a step") from exc
+        return self._write("record steps", lambda c: [_record(c, *item) for item in items])
 
-        def write(conn: sqlite3.Connection) -> list[StepRecord | LeaseLostError]:
-            out: list[StepRecord | LeaseLostError] = []
-            for lease, record in items:
-                if conn.execute(RECORD_STEP, _step_params(lease, record)).rowcount == 1:
-                    out.append(record)
-                else:
-                    out.append(self._resolve(conn, lease, record))
-            return out
+    def write_batch(self, batch: Batch) -> BatchResult:
+        """Commit new runs, journal entries and completions in one transaction."""
 
-        return self._write("record steps", write)
+        def write(conn: sqlite3.Connection) -> BatchResult:
+            return BatchResult(
+                runs=[_create(conn, run) for run in batch.runs],
+                steps=[_record(conn, *item) for item in batch.steps],
+                completions=[_complete(conn, c) for c in batch.completions],
+            )
 
-    def _resolve(
-        self, conn: sqlite3.Connection, lease: Lease, record: StepRecord
-    ) -> StepRecord | LeaseLostError:
-        """Explain a journal write that wrote nothing: a final entry exists or the lease is lost."""
-        row = conn.execute(SELECT_STEP, (record.run_id, record.seq)).fetchone()
-        if row is not None and row[3] != STEP_RETRY:
-            return StepRecord(*row)
-        run = conn.execute(SELECT_RUN, (lease.run_id,)).fetchone()
-        return lease_lost(lease, None if run is None else _run_row(run))
+        if len(batch.runs) + len(batch.steps) + len(batch.completions) == 1:
+            with self._write_lock, _translated("write a batch"):
+                return write(self._writer)  # one statement: its own transaction
+        return self._write("write a batch", write)
 
     def record_step_transactionally(
         self, lease: Lease, body: Callable[[Connection], StepRecord]
@@ -365,9 +324,9 @@ class SqliteStore:
                 record = body(conn)
             except Exception as exc:
                 raise _BodyFailed(exc) from exc
-            if conn.execute(RECORD_STEP, _step_params(lease, record)).rowcount == 1:
+            outcome = _record(conn, lease, record)
+            if outcome is record:
                 return record
-            outcome = self._resolve(conn, lease, record)
             raise _Rollback(outcome)
 
         try:
@@ -458,6 +417,68 @@ def _split_sql(script: str) -> list[str]:
     ):
         raise StoreError(f"a migration ends with an incomplete statement: {buf.strip()[:80]}")
     return statements
+
+
+def _create(conn: sqlite3.Connection, run: NewRun) -> tuple[RunRow, bool] | WorkflowConflictError:
+    status, epoch = ("RUNNING", 1) if run.owner else ("PENDING", 0)
+    params = (
+        run.id,
+        run.name,
+        run.version,
+        status,
+        run.input,
+        run.input_hash,
+        run.owner,
+        epoch,
+        run.parent_id,
+        run.created_at,
+        run.created_at,
+    )
+    if conn.execute(INSERT_RUN, params).rowcount == 1:
+        row = RunRow(
+            run.id,
+            run.name,
+            status,
+            run.input,
+            run.input_hash,
+            None,
+            None,
+            run.owner,
+            epoch,
+            0,
+            run.created_at,
+            run.created_at,
+            None,
+            run.version,
+            run.parent_id,
+        )
+        return row, True
+    existing = _run_row(conn.execute(SELECT_RUN, (run.id,)).fetchone())
+    return conflict(run, existing) or (existing, False)
+
+
+def _record(
+    conn: sqlite3.Connection, lease: Lease, record: StepRecord
+) -> StepRecord | LeaseLostError:
+    """Write a journal entry; if nothing was written, say why.
+
+    Either a final entry exists (returned: the outcome that stands) or the lease is lost.
+    """
+    if conn.execute(RECORD_STEP, _step_params(lease, record)).rowcount == 1:
+        return record
+    row = conn.execute(SELECT_STEP, (record.run_id, record.seq)).fetchone()
+    if row is not None and row[3] != STEP_RETRY:
+        return StepRecord(*row)
+    run = conn.execute(SELECT_RUN, (lease.run_id,)).fetchone()
+    return lease_lost(lease, None if run is None else _run_row(run))
+
+
+def _complete(conn: sqlite3.Connection, c: Completion) -> LeaseLostError | None:
+    params = (c.status, c.output, c.error, c.now, c.now, c.lease.run_id, c.lease.epoch)
+    if conn.execute(COMPLETE_RUN, params).rowcount == 1:
+        return None
+    row = conn.execute(SELECT_RUN, (c.lease.run_id,)).fetchone()
+    return completion_refused(c.lease, None if row is None else _run_row(row))
 
 
 def _step_params(lease: Lease, r: StepRecord) -> tuple[Any, ...]:
