@@ -185,7 +185,7 @@ class StepCall:
         )
         return record, delay
 
-    def resolve(self, stored: StepRecord, mine: StepRecord, result: Any) -> Any:
+    def resolve(self, stored: StepRecord, mine: StepRecord | None, result: Any) -> Any:
         """Return what the workflow gets once `mine` was written.
 
         The journal's first outcome stands if another write got there first (an
@@ -264,7 +264,48 @@ def call_sync(
     ex: Execution, seq: int, spec: StepSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
     """Run (or replay) a plain `def` step on the calling thread."""
-    call = StepCall(ex, seq, spec)
+
+    def attempt(call: StepCall, frame: StepFrame) -> _Attempted:
+        record, result = call.succeeded(_run_sync_body(call, frame, args, kwargs))
+        return _commit_sync(call, record), record, result
+
+    return _drive_sync(StepCall(ex, seq, spec), attempt)
+
+
+def call_transaction(
+    ex: Execution, seq: int, spec: StepSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    """Run (or replay) a transactional step: its writes commit with its journal entry."""
+
+    def attempt(call: StepCall, frame: StepFrame) -> _Attempted:
+        written: list[tuple[StepRecord, Any]] = []
+
+        def body(conn: Any) -> StepRecord:
+            token = current.set(frame)
+            try:
+                value = spec.fn(conn, *args, **kwargs)
+            finally:
+                current.reset(token)
+            record, result = call.succeeded(value)
+            written[:] = [(record, result)]
+            return record
+
+        try:
+            stored = ex.worker.transact(ex.lease, body)
+        except LeaseLostError as exc:
+            raise call.lease_lost(exc) from None
+        mine, result = written[0] if written else (None, None)
+        return stored, mine, result
+
+    return _drive_sync(StepCall(ex, seq, spec), attempt)
+
+
+_Attempted = tuple[StepRecord, StepRecord | None, Any]
+"""An attempt's (entry the journal holds, entry this attempt wrote, value it returned)."""
+
+
+def _drive_sync(call: StepCall, attempt: Callable[[StepCall, StepFrame], _Attempted]) -> Any:
+    """Replay, or run attempts with retries and backoff, blocking the calling thread."""
     done, value = call.replay()
     if done:
         return value
@@ -273,16 +314,17 @@ def call_sync(
     while True:
         frame = call.begin()
         try:
-            value = _run_sync_body(call, frame, args, kwargs)
-            record, result = call.succeeded(value)
+            stored, mine, result = attempt(call, frame)
         except Exception as exc:
+            if exc is call.ex.fatal:
+                raise  # the run is lost to this worker: there is nothing to record
             record, delay = call.failed(exc)
             _commit_sync(call, record)
             if delay is None:
                 raise
             time.sleep(delay)
             continue
-        return call.resolve(_commit_sync(call, record), record, result)
+        return call.resolve(stored, mine, result)
 
 
 def _run_sync_body(
@@ -312,45 +354,6 @@ def _commit_sync(call: StepCall, record: StepRecord) -> StepRecord:
         return call.ex.worker.committer.commit(call.ex.lease, record)
     except LeaseLostError as exc:
         raise call.lease_lost(exc) from None
-
-
-def call_transaction(
-    ex: Execution, seq: int, spec: StepSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
-) -> Any:
-    """Run (or replay) a transactional step: its writes commit with its journal entry."""
-    call = StepCall(ex, seq, spec)
-    done, value = call.replay()
-    if done:
-        return value
-    while True:
-        frame = call.begin()
-        written: list[tuple[StepRecord, Any]] = []
-
-        def body(conn: Any, frame: StepFrame = frame, written: list[Any] = written) -> StepRecord:
-            token = current.set(frame)
-            try:
-                value = spec.fn(conn, *args, **kwargs)
-            finally:
-                current.reset(token)
-            record, result = call.succeeded(value)
-            written[:] = [(record, result)]
-            return record
-
-        try:
-            stored = ex.worker.transact(ex.lease, body)
-        except LeaseLostError as exc:
-            raise call.lease_lost(exc) from None
-        except Exception as exc:
-            record, delay = call.failed(exc)
-            _commit_sync(call, record)
-            if delay is None:
-                raise
-            time.sleep(delay)
-            continue
-        if not written:
-            return call.outcome(stored)
-        mine, result = written[0]
-        return call.resolve(stored, mine, result)
 
 
 def make_wrapper(spec: StepSpec) -> Callable[..., Any]:

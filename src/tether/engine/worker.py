@@ -85,10 +85,7 @@ class Worker:
     async def start(self) -> None:
         """Register, resume what was left unfinished, and start heartbeats and claims."""
         self.clock = SystemClock(await self.db(self._database_offset))
-        me = process.identity()
-        now = self.clock.now()
-        row = WorkerRow(self.id, me.host, me.boot_id, me.pid, me.pid_start, now, now)
-        await self.db(self.store.register_worker, row)
+        await self.db(self.store.register_worker, self._row())
         self._last_heartbeat = time.monotonic()
         await self.recover()
         self._loops = [
@@ -278,10 +275,13 @@ class Worker:
             if not alive:
                 log.warning("worker %s was declared stopped; abandoning its runs", self.id)
                 self.abandon_all()
-                me = process.identity()
-                now = self.clock.now()
-                row = WorkerRow(self.id, me.host, me.boot_id, me.pid, me.pid_start, now, now)
-                await self.db(self.store.register_worker, row)
+                await self.db(self.store.register_worker, self._row())
+
+    def _row(self) -> WorkerRow:
+        """This worker's row, with a fresh heartbeat."""
+        me = process.identity()
+        now = self.clock.now()
+        return WorkerRow(self.id, me.host, me.boot_id, me.pid, me.pid_start, now, now)
 
     def _database_offset(self) -> float:
         """Seconds to add to this machine's clock to read the database's."""
