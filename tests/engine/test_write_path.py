@@ -73,8 +73,9 @@ async def test_concurrent_steps__share_commits(app: tether.App):
 
 async def test_sqlite_hot_path__one_statement_per_step(tmp_path: Path):
     """SQLite can trace statements; on PostgreSQL the call count above covers the same."""
-    settings = tether.Settings(database_url=f"sqlite:///{tmp_path / 'trace.db'}",
-                               poll_interval=60.0)  # no claim transactions meanwhile
+    settings = tether.Settings(
+        database_url=f"sqlite:///{tmp_path / 'trace.db'}", poll_interval=60.0
+    )  # no claim transactions meanwhile
     app = tether.App(settings=settings)
     statements: list[str] = []
 
