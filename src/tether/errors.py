@@ -7,6 +7,8 @@ TetherError                     base; the message says what happened and what to
 │   └── PayloadTooLargeError    an encoded payload over the configured limit
 ├── WorkflowNotFoundError       no run with this id
 ├── WorkflowConflictError       the id exists with different input
+├── WorkflowFinishedError       the run has ended (it takes no more messages)
+├── DeduplicatedError           a queue holds an unfinished run with this deduplication id
 ├── WorkflowArgumentError       arguments that do not fit the workflow's signature
 ├── WorkflowFailedError         the run ended with an error; .cause is that error
 ├── WorkflowCancelledError      the run was cancelled
@@ -76,6 +78,32 @@ class WorkflowConflictError(TetherError):
             f"or call app.retrieve({workflow_id!r}) to follow the existing run"
         )
         self.workflow_id = workflow_id
+
+
+class WorkflowFinishedError(TetherError):
+    """The run has ended; it can take no more messages."""
+
+    def __init__(self, workflow_id: str, status: str) -> None:
+        super().__init__(
+            f"workflow {workflow_id!r} has ended ({status}) and takes no more messages; send "
+            "to a run that is still going, or start a new one"
+        )
+        self.workflow_id = workflow_id
+        self.status = status
+
+
+class DeduplicatedError(TetherError):
+    """A queue already holds an unfinished run with this deduplication id."""
+
+    def __init__(self, queue: str, dedup_id: str, existing_id: str) -> None:
+        super().__init__(
+            f"queue {queue!r} already holds run {existing_id!r} with deduplication id "
+            f"{dedup_id!r}, not finished yet; follow it with app.retrieve({existing_id!r}), or "
+            "enqueue again once it has ended"
+        )
+        self.queue = queue
+        self.dedup_id = dedup_id
+        self.existing_id = existing_id
 
 
 class WorkflowArgumentError(TetherError, TypeError):

@@ -19,7 +19,7 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from tether.errors import LeaseLostError, WorkflowConflictError
+from tether.errors import DeduplicatedError, LeaseLostError, WorkflowConflictError
 
 # Journal entry states.
 STEP_OK = "ok"
@@ -28,6 +28,10 @@ STEP_ERROR = "error"
 """The step failed for good; `error` holds the exception."""
 STEP_RETRY = "retry"
 """An attempt failed and another is due at `retry_at`; the entry is not final."""
+STEP_WAIT = "wait"
+"""A wait is in progress (a message, a timer, another run's end); `retry_at` holds its
+deadline, if any. The entry is not final."""
+NOT_FINAL = (STEP_RETRY, STEP_WAIT)
 
 FINAL_RUN_STATUSES = ("SUCCEEDED", "FAILED", "CANCELLED")
 
@@ -48,6 +52,11 @@ class NewRun:
     owner: str | None = None
     version: str | None = None
     parent_id: str | None = None
+    queue: str | None = None
+    priority: int = 0
+    partition: str | None = None
+    dedup_id: str | None = None
+    deadline_at: float | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -69,6 +78,13 @@ class RunRow:
     finished_at: float | None
     version: str | None
     parent_id: str | None
+    queue: str | None = None
+    priority: int = 0
+    partition: str | None = None
+    dedup_id: str | None = None
+    wake_at: float | None = None
+    started_at: float | None = None
+    deadline_at: float | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -94,6 +110,36 @@ class StepRecord:
     started_at: float
     ended_at: float
     retry_at: float | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class NewMessage:
+    """A message for run `run_id`'s inbox. `key` makes sending it idempotent."""
+
+    run_id: str
+    topic: str
+    payload: bytes
+    created_at: float
+    key: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class QueueLimits:
+    """What `claim_runs` may start from a queue, across every worker sharing the database.
+
+    Attributes:
+        name: the queue.
+        concurrency: most runs of the queue started and unfinished (running or waiting).
+        worker_concurrency: most runs of the queue the claiming worker executes at once.
+        rate_limit: (n, seconds): at most n runs started in any window of that many seconds.
+        partition_concurrency: most started, unfinished runs per partition key.
+    """
+
+    name: str
+    concurrency: int | None = None
+    worker_concurrency: int | None = None
+    rate_limit: tuple[int, float] | None = None
+    partition_concurrency: int | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -123,7 +169,7 @@ class BatchResult:
     Errors are returned, not raised, so one write's failure leaves the others standing.
     """
 
-    runs: list[tuple[RunRow, bool] | WorkflowConflictError]
+    runs: list[tuple[RunRow, bool] | WorkflowConflictError | DeduplicatedError]
     steps: list[StepRecord | LeaseLostError]
     completions: list[LeaseLostError | None]
 
@@ -262,6 +308,127 @@ class Store(Protocol):
         """
         ...
 
+    # -- waiting, messages and events ---------------------------------------------------------
+
+    def suspend(
+        self,
+        lease: Lease,
+        wake_at: float | None,
+        topics: Sequence[str],
+        runs: Sequence[str],
+        now: float,
+    ) -> bool:
+        """Release the run to WAITING, owned by no worker, until something wakes it.
+
+        It is woken (claimable again) when `wake_at` passes, a message arrives on one of
+        `topics`, or one of `runs` ends. Returns False and changes nothing if it need not
+        wait: such a message is already there, or such a run has already ended. A message or
+        an end that comes while this runs is never missed.
+
+        Raises:
+            LeaseLostError: the lease is no longer the run's.
+        """
+        ...
+
+    def send_message(self, message: NewMessage) -> bool:
+        """Put a message in a run's inbox, and wake the run if it waits.
+
+        Returns False, writing nothing, if a message with the same key was delivered before.
+
+        Raises:
+            WorkflowNotFoundError: no such run.
+            WorkflowFinishedError: the run has ended.
+        """
+        ...
+
+    def consume_message(
+        self, lease: Lease, seq: int, name: str, topic: str, now: float
+    ) -> StepRecord | LeaseLostError | None:
+        """Take the oldest unread message on `topic` and journal it at `seq`, in one transaction.
+
+        The entry's output is the message's payload. Returns None if no message waits; the
+        final entry already at `seq` (consuming nothing) if there is one.
+        """
+        ...
+
+    def set_event(
+        self, lease: Lease, record: StepRecord, key: str, value: bytes
+    ) -> StepRecord | LeaseLostError:
+        """Journal `record` and set the run's event `key` to `value`, in one transaction.
+
+        If a final entry is already at the record's position, only that entry is returned.
+        """
+        ...
+
+    def get_event(self, run_id: str, key: str) -> bytes | None:
+        """Return the run's event `key`, or None if it was never set."""
+        ...
+
+    # -- control ------------------------------------------------------------------------------
+
+    def cancel_run(self, run_id: str, reason: bytes | None, now: float) -> list[str]:
+        """Cancel the run and its unfinished descendants; return the ids cancelled.
+
+        Runs that had ended are left as they are. `reason` is recorded as their error.
+
+        Raises:
+            WorkflowNotFoundError: no such run.
+        """
+        ...
+
+    def resume_run(self, run_id: str, now: float) -> RunRow:
+        """Make a CANCELLED or FAILED run PENDING again; return it.
+
+        Journal entries that recorded the failure (errors after the last success) are
+        removed, so those steps run again; everything before them is replayed. Runs in other
+        states are returned unchanged.
+
+        Raises:
+            WorkflowNotFoundError: no such run.
+        """
+        ...
+
+    def fork_run(self, run_id: str, new_id: str, from_seq: int, now: float) -> RunRow:
+        """Create run `new_id`, PENDING, from run `run_id`'s workflow, input and early journal.
+
+        The new run gets a copy of the final journal entries at positions below `from_seq`;
+        it replays them and runs the rest anew.
+
+        Raises:
+            WorkflowNotFoundError: no run `run_id`.
+            WorkflowConflictError: `new_id` exists.
+        """
+        ...
+
+    def expire_runs(self, reason: bytes, now: float) -> list[str]:
+        """Cancel the unfinished runs whose deadline has passed, and their descendants."""
+        ...
+
+    def run_statuses(self, run_ids: Sequence[str]) -> dict[str, str]:
+        """Return the status of each of these runs that exists."""
+        ...
+
+    def next_wake_at(self) -> float | None:
+        """Return the earliest timer among waiting runs."""
+        ...
+
+    def queue_counts(self) -> list[tuple[str, str, int]]:
+        """Return (queue, status, number of runs) for every queue and status present."""
+        ...
+
+    def advance_schedule(self, name: str, previous: float | None, tick: float) -> bool:
+        """Record `tick` as schedule `name`'s latest if `previous` still is; True if it was.
+
+        The compare-and-set makes each tick start once across every process.
+        """
+        ...
+
+    def last_tick(self, name: str) -> float | None:
+        """Return schedule `name`'s latest recorded tick."""
+        ...
+
+    # -- workers ------------------------------------------------------------------------------
+
     def register_worker(self, worker: WorkerRow) -> None:
         """Insert the worker's row; for a known id, refresh its heartbeat and revive it."""
         ...
@@ -279,14 +446,23 @@ class Store(Protocol):
         ...
 
     def claim_runs(
-        self, worker_id: str, names: Sequence[str], limit: int, now: float, lease_ttl: float
+        self,
+        worker_id: str,
+        names: Sequence[str],
+        limit: int,
+        now: float,
+        lease_ttl: float,
+        queues: Sequence[QueueLimits] = (),
     ) -> list[tuple[Lease, RunRow]]:
-        """Claim up to `limit` unfinished runs of the workflows `names` that nobody live owns.
+        """Claim up to `limit` runs of the workflows `names` that are due and nobody live owns.
 
-        A run is claimable when it is PENDING or RUNNING and its owner is none, stopped, or
-        has not sent a heartbeat within `lease_ttl`. Claiming sets the owner, bumps the epoch
-        (fencing the previous owner) and, for a run that had an owner, counts a recovery.
-        Concurrent claimers never claim the same run.
+        Claimable: a WAITING run whose `wake_at` has passed; a RUNNING run whose owner is
+        stopped or has sent no heartbeat within `lease_ttl` (a recovery); a PENDING run
+        outside queues; and a PENDING run of one of `queues` as far as that queue's limits
+        allow, highest priority (lowest number) first. Claiming sets the owner and status
+        RUNNING, bumps the epoch (fencing the previous owner), sets `started_at` on a first
+        start, and counts a recovery for a run taken from a dead owner. Concurrent claimers
+        never claim the same run, and queue limits hold across all of them.
         """
         ...
 

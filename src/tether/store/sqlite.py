@@ -18,20 +18,28 @@ from typing import Any, TypeVar
 
 from tether.errors import (
     CorruptRowError,
+    DeduplicatedError,
     LeaseLostError,
     StoreError,
     StoreUnavailableError,
     WorkflowConflictError,
+    WorkflowFinishedError,
+    WorkflowNotFoundError,
 )
 from tether.store import migrate
+from tether.store import sqlite_sql as sql
 from tether.store.base import (
-    STEP_RETRY,
+    FINAL_RUN_STATUSES,
+    NOT_FINAL,
+    STEP_OK,
     Batch,
     BatchResult,
     Completion,
     Connection,
     Lease,
+    NewMessage,
     NewRun,
+    QueueLimits,
     RunFilter,
     RunRow,
     StepRecord,
@@ -42,70 +50,6 @@ from tether.store.base import (
 )
 
 T = TypeVar("T")
-
-RUN_COLUMNS = (
-    "id, name, status, input, input_hash, output, error, owner, epoch, recoveries, "
-    "created_at, updated_at, finished_at, version, parent_id"
-)
-STEP_COLUMNS = "run_id, seq, name, status, output, error, attempts, started_at, ended_at, retry_at"
-WORKER_COLUMNS = "id, host, boot_id, pid, pid_start, started_at, heartbeat_at, stopped_at"
-
-INSERT_RUN = """
-INSERT INTO runs (id, name, version, status, input, input_hash, owner, epoch, parent_id,
-                  created_at, updated_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (id) DO NOTHING
-"""
-SELECT_RUN = f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?"
-COMPLETE_RUN = """
-UPDATE runs SET status = ?, output = ?, error = ?, updated_at = ?, finished_at = ?
-WHERE id = ? AND epoch = ? AND status IN ('PENDING', 'RUNNING', 'WAITING')
-"""
-# The journal write: conditioned on the lease (and on the run not having ended), never
-# overwriting a final entry. The WHERE on
-# the SELECT is also what lets SQLite parse the upsert after INSERT ... SELECT.
-RECORD_STEP = """
-INSERT INTO steps (run_id, seq, name, status, output, error, attempts, started_at, ended_at,
-                   retry_at)
-SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?
-WHERE EXISTS (SELECT 1 FROM runs WHERE id = ? AND epoch = ? AND status = 'RUNNING')
-ON CONFLICT (run_id, seq) DO UPDATE SET
-    name = excluded.name, status = excluded.status, output = excluded.output,
-    error = excluded.error, attempts = excluded.attempts, ended_at = excluded.ended_at,
-    retry_at = excluded.retry_at
-WHERE steps.status = 'retry'
-"""
-SELECT_STEP = f"SELECT {STEP_COLUMNS} FROM steps WHERE run_id = ? AND seq = ?"
-SELECT_STEPS = f"SELECT {STEP_COLUMNS} FROM steps WHERE run_id = ? ORDER BY seq"
-CLAIM_RUNS = f"""
-UPDATE runs
-SET owner = ?, epoch = epoch + 1, status = 'RUNNING', updated_at = ?,
-    recoveries = recoveries + (owner IS NOT NULL)
-WHERE id IN (
-    SELECT id FROM runs
-    WHERE status IN ('PENDING', 'RUNNING')
-      AND name IN (SELECT value FROM json_each(?))
-      AND (owner IS NULL OR owner NOT IN (
-          SELECT id FROM workers WHERE stopped_at IS NULL AND heartbeat_at > ?))
-    ORDER BY created_at
-    LIMIT ?)
-RETURNING {RUN_COLUMNS}
-"""
-UPSERT_WORKER = f"""
-INSERT INTO workers ({WORKER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, stopped_at = NULL
-"""
-# Workers silent for a day are forgotten; their runs were claimable long before.
-PRUNE_WORKERS = "DELETE FROM workers WHERE heartbeat_at < ?"
-HEARTBEAT = "UPDATE workers SET heartbeat_at = ? WHERE id = ? AND stopped_at IS NULL"
-SELECT_WORKERS = (
-    f"SELECT {WORKER_COLUMNS} FROM workers WHERE stopped_at IS NULL ORDER BY started_at"
-)
-STOP_WORKERS = """
-UPDATE workers SET stopped_at = ?
-WHERE id IN (SELECT value FROM json_each(?)) AND stopped_at IS NULL
-"""
-DATABASE_TIME = "SELECT (julianday('now') - 2440587.5) * 86400.0"
 
 _UNAVAILABLE = ("locked", "busy", "disk i/o", "full", "unable to open", "readonly")
 
@@ -235,7 +179,9 @@ class SqliteStore:
 
     def database_time(self) -> float:
         """Return SQLite's notion of now (the machine's clock)."""
-        return float(self._read("read the time", lambda c: c.execute(DATABASE_TIME).fetchone()[0]))
+        return float(
+            self._read("read the time", lambda c: c.execute(sql.DATABASE_TIME).fetchone()[0])
+        )
 
     # -- runs -------------------------------------------------------------------------------
 
@@ -243,47 +189,56 @@ class SqliteStore:
         """Insert the run, or return the existing one with the same id and input."""
         with self._write_lock, _translated("create a run"):
             outcome = _create(self._writer, run)
-        if isinstance(outcome, WorkflowConflictError):
+        if isinstance(outcome, BaseException):
             raise outcome
         return outcome
 
     def get_run(self, run_id: str) -> RunRow | None:
         """Return the run or None."""
-        row = self._read("read a run", lambda c: c.execute(SELECT_RUN, (run_id,)).fetchone())
+        row = self._read("read a run", lambda c: c.execute(sql.SELECT_RUN, (run_id,)).fetchone())
         return None if row is None else _run_row(row)
 
     def list_runs(self, query: RunFilter) -> list[RunRow]:
         """Return matching runs, newest first."""
-        sql = f"SELECT {RUN_COLUMNS} FROM runs WHERE 1=1"
+        text = f"SELECT {sql.RUN_COLUMNS} FROM runs WHERE 1=1"
         params: list[Any] = []
         if query.statuses:
-            sql += " AND status IN (SELECT value FROM json_each(?))"
+            text += " AND status IN (SELECT value FROM json_each(?))"
             params.append(_json_list(query.statuses))
         if query.name is not None:
-            sql += " AND name = ?"
+            text += " AND name = ?"
             params.append(query.name)
         if query.created_before is not None:
-            sql += " AND created_at < ?"
+            text += " AND created_at < ?"
             params.append(query.created_before)
-        sql += " ORDER BY created_at DESC, id DESC LIMIT ?"
+        text += " ORDER BY created_at DESC, id DESC LIMIT ?"
         params.append(query.limit)
-        rows = self._read("list runs", lambda c: c.execute(sql, params).fetchall())
+        rows = self._read("list runs", lambda c: c.execute(text, params).fetchall())
         return [_run_row(r) for r in rows]
 
     def complete_run(
         self, lease: Lease, status: str, output: bytes | None, error: bytes | None, now: float
     ) -> None:
-        """Record the final outcome under `lease`."""
-        with self._write_lock, _translated("complete a run"):
-            refused = _complete(self._writer, Completion(lease, status, output, error, now))
+        """Record the final outcome under `lease`, and wake the runs waiting for it."""
+        completion = Completion(lease, status, output, error, now)
+        refused = self._write("complete a run", lambda c: _complete(c, completion))
         if refused is not None:
             raise refused
+
+    def run_statuses(self, run_ids: Sequence[str]) -> dict[str, str]:
+        """Return the status of each of these runs that exists."""
+        rows = self._read(
+            "read statuses", lambda c: c.execute(sql.RUN_STATUSES, (_json_list(run_ids),))
+        )
+        return {r[0]: r[1] for r in rows}
 
     # -- journal ----------------------------------------------------------------------------
 
     def load_steps(self, run_id: str) -> list[StepRecord]:
         """Return the journal in order."""
-        rows = self._read("read a journal", lambda c: c.execute(SELECT_STEPS, (run_id,)).fetchall())
+        rows = self._read(
+            "read a journal", lambda c: c.execute(sql.SELECT_STEPS, (run_id,)).fetchall()
+        )
         return [StepRecord(*r) for r in rows]
 
     def record_steps(
@@ -309,7 +264,7 @@ class SqliteStore:
                 completions=[_complete(conn, c) for c in batch.completions],
             )
 
-        if len(batch.runs) + len(batch.steps) + len(batch.completions) == 1:
+        if len(batch.runs) + len(batch.steps) == 1 and not batch.completions:
             with self._write_lock, _translated("write a batch"):
                 return write(self._writer)  # one statement: its own transaction
         return self._write("write a batch", write)
@@ -339,54 +294,245 @@ class SqliteStore:
             error = failed.error
         raise error  # the body's own error (even a sqlite3 one) goes on exactly as raised
 
+    # -- waiting, messages, events ----------------------------------------------------------
+
+    def suspend(
+        self,
+        lease: Lease,
+        wake_at: float | None,
+        topics: Sequence[str],
+        runs: Sequence[str],
+        now: float,
+    ) -> bool:
+        """Release the run to WAITING unless what it waits for is already there."""
+
+        def txn(conn: sqlite3.Connection) -> bool:
+            state = conn.execute(sql.LEASE_STATE, (lease.run_id,)).fetchone()
+            if state is None or state[0] != lease.epoch or state[1] != "RUNNING":
+                row = conn.execute(sql.SELECT_RUN, (lease.run_id,)).fetchone()
+                raise lease_lost(lease, None if row is None else _run_row(row))
+            if (
+                topics
+                and conn.execute(
+                    sql.PENDING_MESSAGE_ON, (lease.run_id, _json_list(topics))
+                ).fetchone()
+            ):
+                return False
+            if runs:
+                targets = _json_list(runs)
+                ended = conn.execute(sql.ANY_ENDED, (targets,)).fetchone()[0]
+                known = conn.execute(sql.COUNT_RUNS, (targets,)).fetchone()[0]
+                if ended or known < len(set(runs)):
+                    return False
+            conn.execute(sql.DROP_WAITS, (lease.run_id,))
+            for target in runs:
+                conn.execute(sql.ADD_WAIT, (target, lease.run_id))
+            conn.execute(sql.SUSPEND, (wake_at, now, lease.run_id, lease.epoch))
+            return True
+
+        return self._write("suspend a run", txn)
+
+    def send_message(self, message: NewMessage) -> bool:
+        """Put a message in the run's inbox and wake the run if it waits."""
+
+        def txn(conn: sqlite3.Connection) -> bool:
+            row = conn.execute(sql.RUN_STATUS, (message.run_id,)).fetchone()
+            if row is None:
+                raise WorkflowNotFoundError(message.run_id)
+            if row[0] in FINAL_RUN_STATUSES:
+                raise WorkflowFinishedError(message.run_id, row[0])
+            m = message
+            params = (m.run_id, m.topic, m.payload, m.key, m.created_at)
+            if conn.execute(sql.INSERT_MESSAGE, params).rowcount == 0:
+                return False
+            conn.execute(sql.WAKE_RUN, (m.created_at, m.created_at, m.run_id))
+            return True
+
+        return self._write("send a message", txn)
+
+    def consume_message(
+        self, lease: Lease, seq: int, name: str, topic: str, now: float
+    ) -> StepRecord | LeaseLostError | None:
+        """Take the oldest unread message on `topic` and journal it at `seq`."""
+
+        def txn(conn: sqlite3.Connection) -> StepRecord | LeaseLostError | None:
+            existing = conn.execute(sql.SELECT_STEP, (lease.run_id, seq)).fetchone()
+            if existing is not None and existing[3] not in NOT_FINAL:
+                return StepRecord(*existing)
+            message = conn.execute(sql.OLDEST_MESSAGE, (lease.run_id, topic)).fetchone()
+            if message is None:
+                return None
+            started = existing[7] if existing is not None else now
+            record = StepRecord(lease.run_id, seq, name, STEP_OK, message[1], None, 1, started, now)
+            outcome = _record(conn, lease, record)
+            if outcome is not record:
+                raise _Rollback(outcome)
+            conn.execute(sql.CONSUME, (now, message[0]))
+            return record
+
+        try:
+            return self._write("take a message", txn)
+        except _Rollback as rb:
+            return rb.outcome
+
+    def set_event(
+        self, lease: Lease, record: StepRecord, key: str, value: bytes
+    ) -> StepRecord | LeaseLostError:
+        """Journal `record` and set the run's event, in one transaction."""
+
+        def txn(conn: sqlite3.Connection) -> StepRecord | LeaseLostError:
+            outcome = _record(conn, lease, record)
+            if outcome is record:
+                conn.execute(sql.UPSERT_EVENT, (lease.run_id, key, value, record.ended_at))
+            return outcome
+
+        return self._write("set an event", txn)
+
+    def get_event(self, run_id: str, key: str) -> bytes | None:
+        """Return the run's event `key`, or None."""
+        row = self._read(
+            "read an event", lambda c: c.execute(sql.SELECT_EVENT, (run_id, key)).fetchone()
+        )
+        return None if row is None else bytes(row[0])
+
+    # -- control ----------------------------------------------------------------------------
+
+    def cancel_run(self, run_id: str, reason: bytes | None, now: float) -> list[str]:
+        """Cancel the run and its unfinished descendants."""
+
+        def txn(conn: sqlite3.Connection) -> list[str]:
+            if conn.execute(sql.RUN_STATUS, (run_id,)).fetchone() is None:
+                raise WorkflowNotFoundError(run_id)
+            return _cancel_trees(conn, [run_id], reason, now)
+
+        return self._write("cancel a run", txn)
+
+    def expire_runs(self, reason: bytes, now: float) -> list[str]:
+        """Cancel the unfinished runs whose deadline has passed, and their descendants."""
+
+        def txn(conn: sqlite3.Connection) -> list[str]:
+            expired = [r[0] for r in conn.execute(sql.EXPIRED, (now,)).fetchall()]
+            return _cancel_trees(conn, expired, reason, now) if expired else []
+
+        return self._write("expire runs", txn)
+
+    def resume_run(self, run_id: str, now: float) -> RunRow:
+        """Make a cancelled or failed run PENDING again, dropping its failure's entries."""
+
+        def txn(conn: sqlite3.Connection) -> RunRow:
+            if conn.execute(sql.RESUME_RUN, (now, run_id)).rowcount == 1:
+                conn.execute(sql.DROP_FAILED_TAIL, (run_id, run_id))
+            row = conn.execute(sql.SELECT_RUN, (run_id,)).fetchone()
+            if row is None:
+                raise WorkflowNotFoundError(run_id)
+            return _run_row(row)
+
+        return self._write("resume a run", txn)
+
+    def fork_run(self, run_id: str, new_id: str, from_seq: int, now: float) -> RunRow:
+        """Create `new_id` from `run_id`'s workflow, input and journal below `from_seq`."""
+
+        def txn(conn: sqlite3.Connection) -> RunRow:
+            if conn.execute(sql.RUN_STATUS, (run_id,)).fetchone() is None:
+                raise WorkflowNotFoundError(run_id)
+            if conn.execute(sql.FORK_RUN, (new_id, now, now, run_id)).rowcount == 0:
+                raise WorkflowConflictError(new_id, "that id already (fork under a new id)")
+            conn.execute(sql.FORK_STEPS, (new_id, run_id, from_seq))
+            return _run_row(conn.execute(sql.SELECT_RUN, (new_id,)).fetchone())
+
+        return self._write("fork a run", txn)
+
+    def next_wake_at(self) -> float | None:
+        """Return the earliest timer among waiting runs."""
+        row = self._read("read timers", lambda c: c.execute(sql.NEXT_WAKE).fetchone())
+        return None if row is None or row[0] is None else float(row[0])
+
+    def queue_counts(self) -> list[tuple[str, str, int]]:
+        """Return (queue, status, count) rows."""
+        rows = self._read("count queues", lambda c: c.execute(sql.QUEUE_COUNTS).fetchall())
+        return [(r[0], r[1], int(r[2])) for r in rows]
+
+    def advance_schedule(self, name: str, previous: float | None, tick: float) -> bool:
+        """Compare-and-set schedule `name`'s latest tick."""
+
+        def txn(conn: sqlite3.Connection) -> bool:
+            if previous is None:
+                return conn.execute(sql.INSERT_TICK, (name, tick)).rowcount == 1
+            return conn.execute(sql.ADVANCE_TICK, (tick, name, previous)).rowcount == 1
+
+        return self._write("advance a schedule", txn)
+
+    def last_tick(self, name: str) -> float | None:
+        """Return schedule `name`'s latest tick."""
+        row = self._read("read a schedule", lambda c: c.execute(sql.LAST_TICK, (name,)).fetchone())
+        return None if row is None else float(row[0])
+
     # -- workers and claims -----------------------------------------------------------------
 
     def register_worker(self, worker: WorkerRow) -> None:
         """Insert the worker's row and forget workers silent for a day."""
+        w = worker
+        params = (
+            w.id,
+            w.host,
+            w.boot_id,
+            w.pid,
+            w.pid_start,
+            w.started_at,
+            w.heartbeat_at,
+            w.stopped_at,
+        )
 
         def txn(conn: sqlite3.Connection) -> None:
-            conn.execute(PRUNE_WORKERS, (worker.heartbeat_at - 86400.0,))
-            conn.execute(
-                UPSERT_WORKER,
-                (
-                    worker.id,
-                    worker.host,
-                    worker.boot_id,
-                    worker.pid,
-                    worker.pid_start,
-                    worker.started_at,
-                    worker.heartbeat_at,
-                    worker.stopped_at,
-                ),
-            )
+            conn.execute(sql.PRUNE_WORKERS, (worker.heartbeat_at - 86400.0,))
+            conn.execute(sql.UPSERT_WORKER, params)
 
         self._write("register a worker", txn)
 
     def heartbeat(self, worker_id: str, now: float) -> bool:
         """Refresh the worker's heartbeat."""
         with self._write_lock, _translated("record a heartbeat"):
-            return self._writer.execute(HEARTBEAT, (now, worker_id)).rowcount == 1
+            return self._writer.execute(sql.HEARTBEAT, (now, worker_id)).rowcount == 1
 
     def list_workers(self) -> list[WorkerRow]:
         """Return the workers that have not stopped."""
-        rows = self._read("list workers", lambda c: c.execute(SELECT_WORKERS).fetchall())
+        rows = self._read("list workers", lambda c: c.execute(sql.SELECT_WORKERS).fetchall())
         return [WorkerRow(*r) for r in rows]
 
     def stop_workers(self, worker_ids: Sequence[str], now: float) -> None:
         """Mark the workers stopped."""
         if worker_ids:
             with self._write_lock, _translated("stop workers"):
-                self._writer.execute(STOP_WORKERS, (now, _json_list(worker_ids)))
+                self._writer.execute(sql.STOP_WORKERS, (now, _json_list(worker_ids)))
 
     def claim_runs(
-        self, worker_id: str, names: Sequence[str], limit: int, now: float, lease_ttl: float
+        self,
+        worker_id: str,
+        names: Sequence[str],
+        limit: int,
+        now: float,
+        lease_ttl: float,
+        queues: Sequence[QueueLimits] = (),
     ) -> list[tuple[Lease, RunRow]]:
-        """Claim unowned or orphaned runs; one write transaction serializes claimers."""
+        """Claim due runs, then queued runs within their queues' limits.
+
+        One write transaction: SQLite's single writer serializes claimers across processes.
+        """
         if not names or limit <= 0:
             return []
-        params = (worker_id, now, _json_list(names), now - lease_ttl, limit)
-        rows = self._write("claim runs", lambda c: c.execute(CLAIM_RUNS, params).fetchall())
-        runs = sorted((_run_row(r) for r in rows), key=lambda r: r.created_at)
+        named = _json_list(names)
+
+        def txn(conn: sqlite3.Connection) -> list[RunRow]:
+            due = (worker_id, now, now, named, now, now - lease_ttl, limit)
+            claimed = [_run_row(r) for r in conn.execute(sql.CLAIM_DUE, due).fetchall()]
+            for q in queues:
+                room = limit - len(claimed)
+                if room <= 0:
+                    break
+                claimed += _claim_from_queue(conn, q, worker_id, named, room, now)
+            return claimed
+
+        runs = sorted(self._write("claim runs", txn), key=lambda r: (r.created_at, r.id))
         return [(Lease(r.id, worker_id, r.epoch), r) for r in runs]
 
 
@@ -398,7 +544,7 @@ class _BodyFailed(Exception):
 
 
 class _Rollback(Exception):
-    """Carries a transactional step's outcome out of a transaction that must not commit."""
+    """Carries an outcome out of a transaction that must not commit."""
 
     def __init__(self, outcome: StepRecord | LeaseLostError) -> None:
         self.outcome = outcome
@@ -419,8 +565,11 @@ def _split_sql(script: str) -> list[str]:
     return statements
 
 
-def _create(conn: sqlite3.Connection, run: NewRun) -> tuple[RunRow, bool] | WorkflowConflictError:
+def _create(
+    conn: sqlite3.Connection, run: NewRun
+) -> tuple[RunRow, bool] | WorkflowConflictError | DeduplicatedError:
     status, epoch = ("RUNNING", 1) if run.owner else ("PENDING", 0)
+    started = run.created_at if run.owner else None
     params = (
         run.id,
         run.name,
@@ -433,8 +582,21 @@ def _create(conn: sqlite3.Connection, run: NewRun) -> tuple[RunRow, bool] | Work
         run.parent_id,
         run.created_at,
         run.created_at,
+        started,
+        run.queue,
+        run.priority,
+        run.partition,
+        run.dedup_id,
+        run.deadline_at,
     )
-    if conn.execute(INSERT_RUN, params).rowcount == 1:
+    try:
+        inserted = conn.execute(sql.INSERT_RUN, params).rowcount == 1
+    except sqlite3.IntegrityError:
+        holder = conn.execute(sql.SELECT_DEDUP, (run.queue, run.dedup_id)).fetchone()
+        if holder is None:
+            raise
+        return DeduplicatedError(run.queue or "", run.dedup_id or "", holder[0])
+    if inserted:
         row = RunRow(
             run.id,
             run.name,
@@ -451,9 +613,16 @@ def _create(conn: sqlite3.Connection, run: NewRun) -> tuple[RunRow, bool] | Work
             None,
             run.version,
             run.parent_id,
+            run.queue,
+            run.priority,
+            run.partition,
+            run.dedup_id,
+            None,
+            started,
+            run.deadline_at,
         )
         return row, True
-    existing = _run_row(conn.execute(SELECT_RUN, (run.id,)).fetchone())
+    existing = _run_row(conn.execute(sql.SELECT_RUN, (run.id,)).fetchone())
     return conflict(run, existing) or (existing, False)
 
 
@@ -464,21 +633,69 @@ def _record(
 
     Either a final entry exists (returned: the outcome that stands) or the lease is lost.
     """
-    if conn.execute(RECORD_STEP, _step_params(lease, record)).rowcount == 1:
+    if conn.execute(sql.RECORD_STEP, _step_params(lease, record)).rowcount == 1:
         return record
-    row = conn.execute(SELECT_STEP, (record.run_id, record.seq)).fetchone()
-    if row is not None and row[3] != STEP_RETRY:
+    row = conn.execute(sql.SELECT_STEP, (record.run_id, record.seq)).fetchone()
+    if row is not None and row[3] not in NOT_FINAL:
         return StepRecord(*row)
-    run = conn.execute(SELECT_RUN, (lease.run_id,)).fetchone()
+    run = conn.execute(sql.SELECT_RUN, (lease.run_id,)).fetchone()
     return lease_lost(lease, None if run is None else _run_row(run))
 
 
 def _complete(conn: sqlite3.Connection, c: Completion) -> LeaseLostError | None:
     params = (c.status, c.output, c.error, c.now, c.now, c.lease.run_id, c.lease.epoch)
-    if conn.execute(COMPLETE_RUN, params).rowcount == 1:
+    if conn.execute(sql.COMPLETE_RUN, params).rowcount == 1:
+        _wake_waiters(conn, [c.lease.run_id], c.now)
         return None
-    row = conn.execute(SELECT_RUN, (c.lease.run_id,)).fetchone()
+    row = conn.execute(sql.SELECT_RUN, (c.lease.run_id,)).fetchone()
     return completion_refused(c.lease, None if row is None else _run_row(row))
+
+
+def _wake_waiters(conn: sqlite3.Connection, ended: list[str], now: float) -> None:
+    targets = _json_list(ended)
+    conn.execute(sql.WAKE_WAITERS, (now, now, targets))
+    conn.execute(sql.FORGET_WAITERS, (targets,))
+
+
+def _cancel_trees(
+    conn: sqlite3.Connection, roots: list[str], reason: bytes | None, now: float
+) -> list[str]:
+    tree: list[str] = []
+    for root in roots:
+        tree += [r[0] for r in conn.execute(sql.RUN_TREE, (root,)).fetchall()]
+    params = (reason, now, now, _json_list(tree))
+    cancelled = [r[0] for r in conn.execute(sql.CANCEL_RUNS, params).fetchall()]
+    if cancelled:
+        _wake_waiters(conn, cancelled, now)
+    return sorted(cancelled)
+
+
+def _claim_from_queue(
+    conn: sqlite3.Connection, q: QueueLimits, worker_id: str, named: str, room: int, now: float
+) -> list[RunRow]:
+    """Claim what `q`'s limits allow now, highest priority and oldest first."""
+    allowed = room
+    if q.concurrency is not None:
+        active = conn.execute(sql.QUEUE_ACTIVE, (q.name,)).fetchone()[0]
+        allowed = min(allowed, q.concurrency - active)
+    if q.worker_concurrency is not None:
+        mine = conn.execute(sql.QUEUE_MINE, (q.name, worker_id)).fetchone()[0]
+        allowed = min(allowed, q.worker_concurrency - mine)
+    if q.rate_limit is not None:
+        n, per = q.rate_limit
+        recent = conn.execute(sql.QUEUE_STARTED_SINCE, (q.name, now - per)).fetchone()[0]
+        allowed = min(allowed, n - recent)
+    if allowed <= 0:
+        return []
+    if q.partition_concurrency is None:
+        rows = conn.execute(sql.QUEUE_CANDIDATES, (q.name, named, allowed)).fetchall()
+    else:
+        params = (q.name, named, q.name, q.partition_concurrency, allowed)
+        rows = conn.execute(sql.QUEUE_PARTITION_CANDIDATES, params).fetchall()
+    if not rows:
+        return []
+    ids = _json_list([r[0] for r in rows])
+    return [_run_row(r) for r in conn.execute(sql.CLAIM_IDS, (worker_id, now, now, ids))]
 
 
 def _step_params(lease: Lease, r: StepRecord) -> tuple[Any, ...]:
