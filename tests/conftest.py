@@ -108,7 +108,7 @@ def make_store(settings: Settings) -> Iterator[object]:
         s.close()
 
 
-FAST = {"poll_interval": 0.05, "heartbeat_interval": 0.5, "lease_ttl": 2.0}
+FAST = {"poll_interval": 0.05, "heartbeat_interval": 0.5, "lease_ttl": 2.0, "wait_in_memory": 0.2}
 
 MakeApp = Callable[..., tether.App]
 

@@ -20,6 +20,7 @@ PACKAGE_LAYER = {
     "mission": "mission",
     "cli": "top",
     "server": "top",
+    "sync": "top",  # tether.sync: a facade of blocking waits, like tether itself
 }
 BANNED = {
     "engine": {"sqlite3", "psycopg", "psycopg_pool"},

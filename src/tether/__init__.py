@@ -11,15 +11,24 @@ async def fetch(url: str) -> str: ...
 async def digest(urls: list[str]) -> str: ...
 """
 
+from tether import sync
 from tether.clock import Clock, FakeClock, SystemClock
 from tether.codec import Codec, PayloadCodec, ZlibCodec
 from tether.engine.app import App, run
+from tether.engine.children import gather
 from tether.engine.context import Context, context
 from tether.engine.handle import StepInfo, WorkflowHandle
+from tether.engine.messages import Approval, recv, request_approval, set_event
+from tether.engine.queues import Queue
 from tether.engine.retry import Retry
+from tether.engine.starting import Starter, StartOptions
+from tether.engine.timers import sleep, sleep_until
+from tether.engine.versioning import patched
 from tether.errors import (
     ConfigError,
     CorruptRowError,
+    DeadlineExceededError,
+    DeduplicatedError,
     LeaseLostError,
     NonDeterminismError,
     NonRetryableError,
@@ -38,6 +47,7 @@ from tether.errors import (
     WorkflowCancelledError,
     WorkflowConflictError,
     WorkflowFailedError,
+    WorkflowFinishedError,
     WorkflowNotFoundError,
 )
 from tether.settings import Settings
@@ -45,11 +55,14 @@ from tether.status import Status
 
 __all__ = [
     "App",
+    "Approval",
     "Clock",
     "Codec",
     "ConfigError",
     "Context",
     "CorruptRowError",
+    "DeadlineExceededError",
+    "DeduplicatedError",
     "FakeClock",
     "LeaseLostError",
     "NonDeterminismError",
@@ -57,12 +70,15 @@ __all__ = [
     "NotInWorkflowError",
     "PayloadCodec",
     "PayloadTooLargeError",
+    "Queue",
     "RecoveryLimitError",
     "ResultTimeoutError",
     "Retry",
     "SchemaVersionError",
     "SerializationError",
     "Settings",
+    "StartOptions",
+    "Starter",
     "Status",
     "StepError",
     "StepInfo",
@@ -75,9 +91,18 @@ __all__ = [
     "WorkflowCancelledError",
     "WorkflowConflictError",
     "WorkflowFailedError",
+    "WorkflowFinishedError",
     "WorkflowHandle",
     "WorkflowNotFoundError",
     "ZlibCodec",
     "context",
+    "gather",
+    "patched",
+    "recv",
+    "request_approval",
     "run",
+    "set_event",
+    "sleep",
+    "sleep_until",
+    "sync",
 ]

@@ -11,7 +11,8 @@ TetherError                     base; the message says what happened and what to
 ├── DeduplicatedError           a queue holds an unfinished run with this deduplication id
 ├── WorkflowArgumentError       arguments that do not fit the workflow's signature
 ├── WorkflowFailedError         the run ended with an error; .cause is that error
-├── WorkflowCancelledError      the run was cancelled
+├── WorkflowCancelledError      the run was cancelled (.reason says why, if known)
+├── DeadlineExceededError       the reason recorded when a run's deadline passes
 ├── ResultTimeoutError          waiting for a result took longer than the caller allowed
 ├── NonDeterminismError         replay met a different step than the journal holds
 ├── StepError                   a journaled step error whose type cannot be imported here
@@ -126,9 +127,16 @@ class WorkflowFailedError(TetherError):
 class WorkflowCancelledError(TetherError):
     """The run was cancelled before it finished."""
 
-    def __init__(self, workflow_id: str) -> None:
-        super().__init__(f"workflow {workflow_id!r} was cancelled")
+    def __init__(self, workflow_id: str, reason: str | None = None) -> None:
+        super().__init__(
+            f"workflow {workflow_id!r} was cancelled" + (f": {reason}" if reason else "")
+        )
         self.workflow_id = workflow_id
+        self.reason = reason
+
+
+class DeadlineExceededError(TetherError):
+    """Recorded as the reason of a run cancelled because its deadline passed."""
 
 
 class ResultTimeoutError(TetherError, TimeoutError):

@@ -36,6 +36,8 @@ class Settings:
         max_recoveries: how many times a run may be resumed after a crash before it is
             failed as a poison pill.
         max_concurrency: how many runs one worker executes at once.
+        wait_in_memory: how long a waiting run stays in memory before it is evicted (it is
+            then woken and replayed by the store when what it waits for comes).
         sync_threads: threads for plain `def` workflows and steps.
         store_retry_timeout: how long a checkpoint write is retried while the database is
             unavailable before the run is abandoned to recovery.
@@ -53,6 +55,7 @@ class Settings:
     max_payload_bytes: int = 2 * 1024 * 1024
     max_recoveries: int = 20
     max_concurrency: int = 1000
+    wait_in_memory: float = 1.0
     sync_threads: int = 64
     store_retry_timeout: float = 30.0
     connect_timeout: float = 5.0
@@ -69,6 +72,8 @@ class Settings:
                 f"pg_schema={self.pg_schema!r} is not a plain identifier; "
                 "use letters, digits and underscores"
             )
+        if self.wait_in_memory < 0:
+            raise ConfigError("wait_in_memory must be 0 or more seconds")
         for name in (
             "lease_ttl",
             "heartbeat_interval",

@@ -92,7 +92,7 @@ def test_workflows_show__unknown_id__exit_1_with_advice(populated: tether.App):
 def test_migrate__reports_version(app: tether.App):
     result = invoke(app, "migrate")
     assert result.exit_code == 0, result.output
-    assert "schema at version 1" in result.output
+    assert "schema at version 2" in result.output
 
 
 def test_bad_database_url__clear_error():

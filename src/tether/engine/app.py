@@ -9,39 +9,35 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime
 import functools
 import inspect
 import threading
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, TypeVar, overload
 
 from tether.codec import Codec, PayloadCodec
+from tether.engine import children, control
 from tether.engine import step as steps
-from tether.engine.context import current
+from tether.engine.context import Execution, current
 from tether.engine.handle import WorkflowHandle
 from tether.engine.journal import retrying
+from tether.engine.queues import Queue
 from tether.engine.retry import DEFAULT_RETRY, Retry
-from tether.engine.worker import Worker
+from tether.engine.schedules import Missed, Schedule
+from tether.engine.starting import MAX_ID, Starter, StartOptions
+from tether.engine.worker import Registry, Worker
 from tether.engine.workflow import Outcome, WorkflowSpec
-from tether.errors import (
-    ConfigError,
-    NotInWorkflowError,
-    TetherError,
-    WorkflowArgumentError,
-    WorkflowNotFoundError,
-)
+from tether.errors import ConfigError, NotInWorkflowError, TetherError, WorkflowNotFoundError
 from tether.settings import Settings
 from tether.store import open_store
-from tether.store.base import Lease, NewRun, Store
+from tether.store.base import Store
 
 P = ParamSpec("P")
 R = TypeVar("R")
 T = TypeVar("T")
-
-_MAX_ID = 200
 
 
 class App:
@@ -69,7 +65,8 @@ class App:
             settings = dataclasses.replace(settings, database_url=database_url)
         self.settings = settings
         self.codec = Codec(codecs, settings.max_payload_bytes)
-        self._workflows: dict[str, WorkflowSpec] = {}
+        self._registry = Registry()
+        self._workflows = self._registry.workflows
         self._store: Store | None = None
         self._store_lock = threading.Lock()
         self._worker: Worker | None = None
@@ -82,7 +79,7 @@ class App:
         return self._workflows
 
     def workflow(
-        self, *, name: str | None = None, version: str | None = None
+        self, *, name: str | None = None, version: str | None = None, timeout: float | None = None
     ) -> Callable[[Callable[P, R]], Callable[P, R]]:
         """Declare a workflow: deterministic code whose steps are journaled.
 
@@ -93,10 +90,14 @@ class App:
             name: the name runs are stored under (default: the function's qualified name).
                 Workers resume a run with the workflow registered under its name.
             version: recorded with each run.
+            timeout: a deadline for each run, in seconds from its start: a run still going
+                then is cancelled, children too. `app.options(timeout=...)` overrides it.
         """
+        _check_timeout(timeout)
 
         def decorate(fn: Callable[P, R]) -> Callable[P, R]:
-            spec = WorkflowSpec(_name(fn, name), fn, inspect.iscoroutinefunction(fn), version)
+            is_async = inspect.iscoroutinefunction(fn)
+            spec = WorkflowSpec(_name(fn, name), fn, is_async, version, timeout)
             known = self._workflows.get(spec.name)
             if known is not None and known.fn is not fn:
                 raise ConfigError(
@@ -172,65 +173,165 @@ class App:
     # -- starting and following ---------------------------------------------------------------
 
     @overload
-    async def start(
+    def start(
         self,
         fn: Callable[..., Coroutine[Any, Any, R]],
         /,
         *args: Any,
         id: str | None = None,
         **kwargs: Any,
-    ) -> WorkflowHandle[R]: ...
+    ) -> Coroutine[Any, Any, WorkflowHandle[R]]: ...
 
     @overload
-    async def start(
+    def start(
         self, fn: Callable[..., R], /, *args: Any, id: str | None = None, **kwargs: Any
-    ) -> WorkflowHandle[R]: ...
+    ) -> Coroutine[Any, Any, WorkflowHandle[R]]: ...
 
     @overload
-    async def start(
+    def start(
         self, fn: str, /, *args: Any, id: str | None = None, **kwargs: Any
-    ) -> WorkflowHandle[Any]: ...
+    ) -> Coroutine[Any, Any, WorkflowHandle[Any]]: ...
 
-    async def start(
+    def start(
         self,
         fn: Callable[..., Any] | str,
         /,
         *args: Any,
         id: str | None = None,
         **kwargs: Any,
-    ) -> WorkflowHandle[Any]:
+    ) -> Coroutine[Any, Any, WorkflowHandle[Any]]:
         """Start a run of workflow `fn` with these arguments; return its handle.
+
+            handle = await app.start(digest, urls, id="digest-2026-11-26")
 
         Pass `id=` to name the run: starting an id that exists returns the existing run
         (it never runs twice), and raises `WorkflowConflictError` if its input differs.
         Entered (`async with app`), this process executes the run at once; otherwise a
-        worker will.
+        worker will. Called from workflow code, it starts a child workflow, once across
+        replays. For a deadline or a queue, see `options` and `enqueue`.
 
         Raises:
             WorkflowArgumentError: the arguments do not fit the workflow's signature.
             SerializationError: an argument cannot be stored as JSON.
             WorkflowConflictError: the id exists with other input.
         """
-        run_id = _run_id(id)
-        spec = self._spec_of(fn)
-        payload, digest = spec.encode_input(self.codec, args, kwargs)
-        worker = self._worker
-        owner = worker.id if worker is not None and worker.reserve() else None
-        new = NewRun(
-            run_id, spec.name, payload, digest, self._now(), owner=owner, version=spec.version
-        )
-        if worker is None or owner is None:
-            await self._db(self.store.create_run, new)
-            return WorkflowHandle(self, run_id, spec.name)
-        try:
-            row, _ = await worker.committer.acreate(new)
-        finally:
-            worker.unreserve()
-        # Ours to run if we own it and it is not running here yet: just created, or created
-        # by a write whose acknowledgement was lost and retried.
-        if row.owner == owner and row.status == "RUNNING" and run_id not in worker.running:
-            worker.launch(spec, Lease(run_id, owner, row.epoch), payload, 0, journal=[])
-        return WorkflowHandle(self, run_id, spec.name)
+        return Starter(self, StartOptions()).start(fn, *args, id=id, **kwargs)
+
+    def options(
+        self,
+        *,
+        timeout: float | None = None,
+        queue: Queue | str | None = None,
+        dedup_id: str | None = None,
+        priority: int = 0,
+        partition: str | None = None,
+    ) -> Starter:
+        """Start runs with options; see `StartOptions`.
+
+        For example `await app.options(timeout=3600).start(digest, urls)`, or
+        `await app.options(dedup_id="nightly-7", priority=1).enqueue(llm, summarize, 7)`.
+        """
+        return Starter(self, StartOptions(timeout, queue, dedup_id, priority, partition))
+
+    def enqueue(
+        self,
+        queue: Queue | str,
+        fn: Callable[..., Any] | str,
+        /,
+        *args: Any,
+        id: str | None = None,
+        **kwargs: Any,
+    ) -> Coroutine[Any, Any, WorkflowHandle[Any]]:
+        """Start a run through a registered queue, within its limits.
+
+            handle = await app.enqueue(llm, summarize, doc_id)
+
+        Raises:
+            ConfigError: the queue is not registered with this app.
+            DeduplicatedError: (with `options(dedup_id=...)`) the id is taken.
+        """
+        return Starter(self, StartOptions(queue=queue)).start(fn, *args, id=id, **kwargs)
+
+    def register_queue(self, queue: Queue) -> Queue:
+        """Register `queue`: runs can be enqueued to it, and this app's worker starts them."""
+        known = self._registry.queues.get(queue.name)
+        if known is not None and known != queue:
+            raise ConfigError(f"queue {queue.name!r} is already registered with other limits")
+        self._registry.queues[queue.name] = queue
+        return queue
+
+    def scheduled(
+        self, cron: str, *, name: str | None = None, missed: Missed = "latest"
+    ) -> Callable[[Callable[P, R]], Callable[P, R]]:
+        """Declare a workflow started on a cron schedule (UTC), once per tick across workers.
+
+            @app.scheduled("0 9 * * 1-5")
+            async def morning_report(tick: datetime.datetime) -> None: ...
+
+        The workflow takes the tick's time. `missed` says what to do with ticks missed while
+        no worker ran: start the `"latest"` one, `"all"` of them, or `"skip"` them.
+        """
+
+        def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+            wrapped = self.workflow(name=name)(fn)
+            spec = self._spec_of(wrapped)
+            self._registry.schedules[spec.name] = Schedule(spec.name, cron, spec.name, missed)
+            return wrapped
+
+        return decorate
+
+    async def send(
+        self, workflow_id: str, topic: str, payload: Any, *, key: str | None = None
+    ) -> bool:
+        """Send a message to a run; it takes it with `tether.recv(topic)`, exactly once.
+
+            await app.send("order-7", "approval", {"approved": True, "by": "ana"})
+
+        With `key`, sending the same message again delivers it once (returns False).
+
+        Raises:
+            WorkflowNotFoundError: no such run.
+            WorkflowFinishedError: the run has ended.
+        """
+        return await control.send(self, workflow_id, topic, payload, key)
+
+    async def get_event(
+        self,
+        workflow_id: str,
+        key: str,
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> Any:
+        """Return the value a run published under `key` with `tether.set_event`.
+
+        Waits up to `timeout` seconds for it to be set (None: as long as it takes); returns
+        None if it is not set by then.
+        """
+        return await control.get_event(self, workflow_id, key, timeout)
+
+    async def cancel(self, workflow_id: str) -> list[str]:
+        """Cancel a run and its unfinished children; return the ids cancelled.
+
+        The run stops at its next step boundary (a step in flight finishes, its result is not
+        recorded); `result()` then raises `WorkflowCancelledError`.
+        """
+        return await control.cancel(self, workflow_id)
+
+    async def resume(self, workflow_id: str) -> WorkflowHandle[Any]:
+        """Let a cancelled or failed run continue.
+
+        It replays its journal and goes on, running again the steps that failed.
+        """
+        return await control.resume(self, workflow_id)
+
+    async def fork(
+        self, workflow_id: str, from_step: int, *, new_id: str | None = None
+    ) -> WorkflowHandle[Any]:
+        """Start a new run of the same workflow and input, from journal position `from_step`.
+
+        The new run keeps the journal before `from_step` and runs the rest anew, with the
+        code registered now.
+        """
+        return await control.fork(self, workflow_id, from_step, new_id)
 
     def retrieve(self, workflow_id: str) -> WorkflowHandle[Any]:
         """Return a handle for an existing run.
@@ -275,7 +376,7 @@ class App:
     async def __aenter__(self) -> App:
         if self._worker is not None:
             raise ConfigError("this App is already entered; enter it once per process")
-        worker = Worker(self.store, self.settings, self.codec, self._workflows)
+        worker = Worker(self.store, self.settings, self.codec, self._registry, self._start_tick)
         self._worker = worker
         try:
             await worker.start()
@@ -316,6 +417,22 @@ class App:
     def _now(self) -> float:
         return self._worker.clock.now() if self._worker else time.time()
 
+    def _queue(self, queue: Queue | str | None) -> Queue | None:
+        if queue is None:
+            return None
+        name = queue if isinstance(queue, str) else queue.name
+        registered = self._registry.queues.get(name)
+        if registered is None:
+            raise ConfigError(
+                f"queue {name!r} is not registered with this app; call app.register_queue("
+                "tether.Queue(...)) in every process that enqueues or runs it"
+            )
+        return registered
+
+    async def _start_tick(self, schedule: Schedule, tick: float) -> None:
+        when = datetime.datetime.fromtimestamp(tick, datetime.UTC)
+        await self.start(schedule.workflow, when, id=schedule.run_id(tick))
+
     def _spec_of(self, fn: Callable[..., Any] | str) -> WorkflowSpec:
         name = fn if isinstance(fn, str) else getattr(fn, "__tether_workflow__", None)
         spec = self._workflows.get(name) if isinstance(name, str) else None
@@ -333,6 +450,11 @@ class App:
 
             @functools.wraps(fn)
             def call_async(*args: Any, **kwargs: Any) -> Awaitable[Any]:
+                ex = current.get()
+                if isinstance(ex, Execution):  # a child: start it and wait for its result
+                    child = children.child_id(ex, ex.peek_seq())
+                    start = Starter(self, StartOptions()).start(spec.name, *args, **kwargs)
+                    return _then(start, children.await_run(ex, child, spec.returns, None))
                 _not_in_workflow(spec)
                 return self._start_and_wait(spec, args, kwargs)
 
@@ -378,21 +500,10 @@ def run(app: App, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
 
 def _name(fn: Callable[..., Any], name: str | None) -> str:
     if name is not None:
-        if not name or len(name) > _MAX_ID:
-            raise ConfigError(f"name {name!r} must be 1 to {_MAX_ID} characters")
+        if not name or len(name) > MAX_ID:
+            raise ConfigError(f"name {name!r} must be 1 to {MAX_ID} characters")
         return name
     return fn.__qualname__
-
-
-def _run_id(value: Any) -> str:
-    if value is None:
-        return uuid.uuid4().hex
-    if not isinstance(value, str) or not value or len(value) > _MAX_ID:
-        raise WorkflowArgumentError(
-            f"a workflow id must be a non-empty string of at most {_MAX_ID} characters, "
-            f"not {value!r}"
-        )
-    return value
 
 
 def _check_timeout(timeout: float | None) -> None:
@@ -406,3 +517,8 @@ def _not_in_workflow(spec: WorkflowSpec) -> None:
             f"workflow {spec.name!r} was called from inside a workflow or step; start it "
             "with app.start() from outside workflow code"
         )
+
+
+async def _then(first: Awaitable[Any], second: Awaitable[T]) -> T:
+    await first
+    return await second

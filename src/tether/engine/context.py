@@ -6,8 +6,11 @@ One `ContextVar` holds either the `Execution` of the workflow whose code is runn
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import contextvars
 import dataclasses
+import threading
 import uuid
 from typing import TYPE_CHECKING
 
@@ -30,14 +33,20 @@ class Execution:
     """
 
     __slots__ = (
+        "_async_signal",
         "_seq",
+        "_thread_signal",
         "abandoned",
+        "cancelled",
+        "evicting",
         "fatal",
+        "inflight",
         "is_async",
         "journal",
         "lease",
         "run_id",
         "spec",
+        "waits",
         "worker",
     )
 
@@ -55,8 +64,37 @@ class Execution:
         self.is_async = spec.is_async
         self.journal = {r.seq: r for r in journal}
         self.abandoned = False
+        self.cancelled = False
+        self.evicting = False
         self.fatal: BaseException | None = None
+        self.inflight = 0  # step attempts running now
+        self.waits: dict[int, Wait] = {}  # durable waits in progress, by journal position
         self._seq = 0
+        self._async_signal: asyncio.Event | None = None
+        self._thread_signal = threading.Event()
+
+    def notify(self) -> None:
+        """Wake the run's waits to look again (a message, an end, a cancellation came).
+
+        Call it on the event loop's thread.
+        """
+        self._thread_signal.set()
+        if self._async_signal is not None:
+            self._async_signal.set()
+
+    async def signalled(self, seconds: float) -> None:
+        """Wait up to `seconds` for `notify` (async workflows)."""
+        if self._async_signal is None:
+            self._async_signal = asyncio.Event()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._async_signal.wait()
+        self._async_signal.clear()
+
+    def signalled_sync(self, seconds: float) -> None:
+        """Wait up to `seconds` for `notify` (plain `def` workflows, on their thread)."""
+        self._thread_signal.wait(seconds)
+        self._thread_signal.clear()
 
     def fail(self, error: BaseException) -> BaseException:
         """Make `error` fatal to the run and return the run's first fatal error.
@@ -73,6 +111,19 @@ class Execution:
         seq = self._seq
         self._seq += 1
         return seq
+
+    def peek_seq(self) -> int:
+        """Return the journal position the next step call will take."""
+        return self._seq
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Wait:
+    """What a durable wait in progress waits for; eviction records the union of a run's."""
+
+    deadline: float | None = None
+    topic: str | None = None
+    run: str | None = None
 
 
 class StepFrame:

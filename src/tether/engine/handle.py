@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from tether.engine import failures
+from tether.engine import children, failures
+from tether.engine.context import Execution, current
 from tether.engine.workflow import Outcome
 from tether.errors import (
     ResultTimeoutError,
@@ -80,14 +82,27 @@ class WorkflowHandle(Generic[R]):
         """Return the run's current status."""
         return Status((await self._row()).status)
 
-    async def result(self, timeout: float | None = None) -> R:  # noqa: ASYNC109
+    def result(self, timeout: float | None = None) -> Coroutine[Any, Any, R]:
         """Wait for the run to end and return its result, wherever it executes.
+
+            text = await handle.result(timeout=600)
+
+        From workflow code this is a durable wait: the outcome is journaled, and a long wait
+        evicts the waiting run until this one ends.
 
         Raises:
             WorkflowFailedError: the run failed; `.cause` is its error.
             WorkflowCancelledError: the run was cancelled.
             ResultTimeoutError: it did not end within `timeout` seconds (it goes on running).
         """
+        ex = current.get()
+        if isinstance(ex, Execution):
+            spec = None if self._name is None else self._app.workflows.get(self._name)
+            returns = Any if spec is None else spec.returns
+            return children.await_run(ex, self._id, returns, timeout)  # type: ignore[return-value]
+        return self._result(timeout)
+
+    async def _result(self, timeout: float | None) -> R:  # noqa: ASYNC109
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         local = self._app._local_result(self._id)
@@ -135,7 +150,8 @@ class WorkflowHandle(Generic[R]):
             value: R = self._app.codec.decode(output, returns, what, "output")
             return value
         if status == Status.CANCELLED:
-            raise WorkflowCancelledError(self._id)
+            reason = None if error is None else failures.error_summary(error)[1]
+            raise WorkflowCancelledError(self._id, reason)
         assert error is not None
         raise WorkflowFailedError(self._id, failures.decode_error(error))
 

@@ -1,10 +1,14 @@
 """The worker: the part of an `App` that executes runs, while the app is entered.
 
 A worker registers itself (with its process identity) and proves it is alive with a
-heartbeat. It executes the runs its app starts, and claims the runs nobody live owns:
-PENDING runs started by clients, and runs whose worker died (at once when that worker was a
-process on this machine that no longer exists, otherwise once its heartbeat is older than
-`lease_ttl`). A run it claims is resumed from its journal.
+heartbeat. It executes the runs its app starts, and claims the runs that are due and that
+nobody live owns: PENDING runs (queued ones as their queue's limits allow), waiting runs whose
+timer passed or that a message or an awaited run's end woke, and runs whose worker died (at
+once when that worker was a process on this machine that no longer exists, otherwise once its
+heartbeat is older than `lease_ttl`). A run it claims is resumed from its journal.
+
+With every poll it also cancels runs past their deadline and starts due schedule ticks; with
+every heartbeat it looks for runs of its own that were cancelled from elsewhere.
 """
 
 from __future__ import annotations
@@ -12,20 +16,30 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
+import heapq
 import logging
+import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from tether.clock import SystemClock
 from tether.codec import Codec
-from tether.engine import failures, process
+from tether.engine import failures, process, schedules
 from tether.engine.context import Execution
 from tether.engine.journal import Committer, retrying
+from tether.engine.queues import Queue
 from tether.engine.step import Abandoned
 from tether.engine.workflow import Outcome, WorkflowSpec, execute
-from tether.errors import LeaseLostError, RecoveryLimitError, StoreUnavailableError, TetherError
+from tether.errors import (
+    DeadlineExceededError,
+    LeaseLostError,
+    RecoveryLimitError,
+    StoreUnavailableError,
+    TetherError,
+)
 from tether.settings import Settings
 from tether.status import Status
 from tether.store.base import (
@@ -41,6 +55,19 @@ from tether.store.base import (
 T = TypeVar("T")
 log = logging.getLogger("tether.worker")
 
+_DEADLINE = failures.encode_error(
+    DeadlineExceededError("the run's deadline passed; it was cancelled, with its children")
+)
+
+
+@dataclasses.dataclass
+class Registry:
+    """What an app declares: its workflows, queues and schedules, by name."""
+
+    workflows: dict[str, WorkflowSpec] = dataclasses.field(default_factory=dict)
+    queues: dict[str, Queue] = dataclasses.field(default_factory=dict)
+    schedules: dict[str, schedules.Schedule] = dataclasses.field(default_factory=dict)
+
 
 class Worker:
     """Executes runs for one entered `App`.
@@ -49,7 +76,8 @@ class Worker:
         store: the app's store.
         settings: the app's settings.
         codec: the app's payload codec.
-        workflows: the app's registered workflows, by name.
+        registry: the app's workflows, queues and schedules.
+        start_tick: starts a schedule's run for a tick (the app's start, with the tick's id).
     """
 
     def __init__(
@@ -57,12 +85,14 @@ class Worker:
         store: Store,
         settings: Settings,
         codec: Codec,
-        workflows: Mapping[str, WorkflowSpec],
+        registry: Registry,
+        start_tick: schedules.StartTick,
     ) -> None:
         self.store = store
         self.settings = settings
         self.codec = codec
-        self.workflows = workflows
+        self.registry = registry
+        self.workflows = registry.workflows
         self.id = uuid.uuid4().hex
         self.clock = SystemClock()
         self.committer = Committer(store, settings.store_retry_timeout)
@@ -74,16 +104,23 @@ class Worker:
         )
         self.running: dict[str, tuple[Execution | None, asyncio.Task[None]]] = {}
         self.results: dict[str, asyncio.Future[Outcome | None]] = {}
+        self.wait_tasks: dict[str, set[asyncio.Task[Any]]] = {}
+        self._start_tick = start_tick
         self._reserved = 0
         self._backlog = False  # runs were left PENDING here for want of room
+        self._timers: list[float] = []  # wake-up times of runs evicted here (a heap)
         self._loops: list[asyncio.Task[None]] = []
         self._claim_wakeup = asyncio.Event()
         self._last_heartbeat = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Register, resume what was left unfinished, and start heartbeats and claims."""
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
         self.clock = SystemClock(await self.db(self._database_offset))
         await self.db(self.store.register_worker, self._row())
         self._last_heartbeat = time.monotonic()
@@ -113,6 +150,7 @@ class Worker:
         for ex, task in list(self.running.values()):
             if ex is not None:
                 ex.abandoned = True
+                ex.notify()
             task.cancel()
 
     # -- running work -------------------------------------------------------------------------
@@ -172,18 +210,24 @@ class Worker:
             completion = Completion(lease, status.value, output, error, self.clock.now())
             await self.committer.acomplete(completion)
         except (Abandoned, asyncio.CancelledError, LeaseLostError) as exc:
-            log.info("run %s left to recovery: %s", run_id, type(exc).__name__)
+            log.debug("run %s left to the store: %s", run_id, type(exc).__name__)
             outcome = None
         except TetherError as exc:
             log.error("run %s could not be completed: %s", run_id, exc)
             outcome = None
         finally:
-            self.running.pop(run_id, None)
-            waiter = self.results.pop(run_id, None)
-            if waiter is not None and not waiter.done():
-                waiter.set_result(outcome)
-            if self._backlog and len(self.running) < self.settings.max_concurrency:
-                self.wake_claims()  # room for a run left PENDING
+            self._finished(run_id, outcome)
+
+    def _finished(self, run_id: str, outcome: Outcome | None) -> None:
+        self.running.pop(run_id, None)
+        self.wait_tasks.pop(run_id, None)
+        waiter = self.results.pop(run_id, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(outcome)  # None: the handle reads the outcome from the store
+        if outcome is not None:
+            self.run_ended(run_id)
+        if self._backlog and len(self.running) < self.settings.max_concurrency:
+            self.wake_claims()  # room for a run left PENDING
 
     async def _execute(self, ex: Execution, payload: bytes) -> Outcome:
         try:
@@ -200,10 +244,57 @@ class Worker:
             "run a transactional step",
         )
 
+    # -- what happens to runs here --------------------------------------------------------------
+
+    def evicted(self, ex: Execution, wake_at: float | None) -> None:
+        """A run released itself to WAITING: unwind its other waits, remember its timer.
+
+        Safe to call from a plain `def` workflow's thread.
+        """
+        ex.abandoned = True
+        if threading.get_ident() == self._loop_thread:
+            self._after_eviction(ex, wake_at, asyncio.current_task())
+        elif self._loop is not None:
+            self._loop.call_soon_threadsafe(self._after_eviction, ex, wake_at, None)
+
+    def _after_eviction(
+        self, ex: Execution, wake_at: float | None, evicting: asyncio.Task[Any] | None
+    ) -> None:
+        for task in self.wait_tasks.pop(ex.run_id, set()):
+            if task is not evicting:
+                task.cancel()
+        if wake_at is not None:
+            heapq.heappush(self._timers, wake_at)
+
+    def notify(self, run_id: str) -> None:
+        """Something for run `run_id` came (a message): wake its waits if it runs here."""
+        ex = self._execution(run_id)
+        if ex is not None:
+            ex.notify()
+
+    def run_ended(self, run_id: str) -> None:
+        """Wake the runs here that wait for `run_id` to end."""
+        for ex, _ in list(self.running.values()):
+            if ex is not None and any(w.run == run_id for w in ex.waits.values()):
+                ex.notify()
+
+    def cancel_local(self, run_ids: list[str]) -> None:
+        """These runs were cancelled: stop the ones running here at their next boundary."""
+        for run_id in run_ids:
+            ex = self._execution(run_id)
+            if ex is not None:
+                ex.cancelled = True
+                ex.notify()
+            self.run_ended(run_id)
+
+    def _execution(self, run_id: str) -> Execution | None:
+        entry = self.running.get(run_id)
+        return None if entry is None else entry[0]
+
     # -- recovery and claims ------------------------------------------------------------------
 
     async def recover(self) -> list[str]:
-        """Declare this machine's dead workers stopped, then claim and resume orphaned runs."""
+        """Declare this machine's dead workers stopped, then claim and resume due runs."""
         await self.db(self._retire_dead_local_workers)
         return await self.claim()
 
@@ -218,10 +309,11 @@ class Worker:
             self.store.stop_workers(gone, self.clock.now())
 
     async def claim(self) -> list[str]:
-        """Claim runs nobody live owns, up to this worker's free capacity, and execute them."""
+        """Claim due runs, up to this worker's free capacity, and execute them."""
         capacity = self.settings.max_concurrency - len(self.running) - self._reserved
         if capacity <= 0 or not self.workflows:
             return []
+        limits = [q.limits() for q in self.registry.queues.values()]
         claimed = await self.db(
             self.store.claim_runs,
             self.id,
@@ -229,6 +321,7 @@ class Worker:
             capacity,
             self.clock.now(),
             self.settings.lease_ttl,
+            limits,
         )
         if len(claimed) < capacity:
             self._backlog = False
@@ -251,19 +344,49 @@ class Worker:
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation that
             # arrives just as the event is set, and the worker would never stop.
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.settings.poll_interval):
+                async with asyncio.timeout(self._next_pause()):
                     await self._claim_wakeup.wait()
             self._claim_wakeup.clear()
             try:
+                await self._upkeep()
                 await self.recover()
             except TetherError as exc:
                 log.warning("claiming runs failed: %s", exc)
+
+    def _next_pause(self) -> float:
+        """Until the next poll, or the next timer of a run evicted here if sooner."""
+        now = self.clock.now()
+        while self._timers and self._timers[0] <= now - 1.0:
+            heapq.heappop(self._timers)  # long past: claimed already, or by someone else
+        pause = self.settings.poll_interval
+        if self._timers:
+            pause = min(pause, max(0.0, self._timers[0] - now))
+            if self._timers[0] <= now:
+                heapq.heappop(self._timers)
+        return pause
+
+    async def _upkeep(self) -> None:
+        """Cancel runs past their deadline; start due schedule ticks."""
+        expired = await self.db(self.store.expire_runs, _DEADLINE, self.clock.now())
+        if expired:
+            log.info("runs %s passed their deadline and were cancelled", expired)
+            self.cancel_local(expired)
+        if self.registry.schedules:
+            await schedules.run_due(
+                self.store,
+                list(self.registry.schedules.values()),
+                self.clock.now(),
+                self._start_tick,
+                self.db,
+            )
 
     async def _heartbeat_loop(self) -> None:
         while True:
             await asyncio.sleep(self.settings.heartbeat_interval)
             try:
                 alive = await self.db(self.store.heartbeat, self.id, self.clock.now())
+                if alive and self.running:
+                    await self._look_for_cancellations()
             except TetherError as exc:
                 silent = time.monotonic() - self._last_heartbeat
                 log.warning("heartbeat failed (%s), last success %.1fs ago", exc, silent)
@@ -276,6 +399,12 @@ class Worker:
                 log.warning("worker %s was declared stopped; abandoning its runs", self.id)
                 self.abandon_all()
                 await self.db(self.store.register_worker, self._row())
+
+    async def _look_for_cancellations(self) -> None:
+        statuses = await self.db(self.store.run_statuses, list(self.running))
+        cancelled = [run_id for run_id, status in statuses.items() if status == "CANCELLED"]
+        if cancelled:
+            self.cancel_local(cancelled)
 
     def _row(self) -> WorkerRow:
         """This worker's row, with a fresh heartbeat."""

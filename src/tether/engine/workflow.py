@@ -43,6 +43,7 @@ class WorkflowSpec:
     fn: Callable[..., Any]
     is_async: bool
     version: str | None = None
+    timeout: float | None = None
     _hints: dict[str, Any] | None = dataclasses.field(default=None, repr=False)
     _signature: inspect.Signature | None = dataclasses.field(default=None, repr=False)
 
