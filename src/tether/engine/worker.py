@@ -267,10 +267,15 @@ class Worker:
             heapq.heappush(self._timers, wake_at)
 
     def notify(self, run_id: str) -> None:
-        """Something for run `run_id` came (a message): wake its waits if it runs here."""
+        """Something for run `run_id` came (a message): wake its waits.
+
+        If it does not run here (it was evicted), look for it among the claimable runs now.
+        """
         ex = self._execution(run_id)
         if ex is not None:
             ex.notify()
+        else:
+            self.wake_claims()
 
     def run_ended(self, run_id: str) -> None:
         """Wake the runs here that wait for `run_id` to end."""
@@ -323,8 +328,8 @@ class Worker:
             self.settings.lease_ttl,
             limits,
         )
-        if len(claimed) < capacity:
-            self._backlog = False
+        # A full claim may have left due runs behind: claim again as soon as room frees.
+        self._backlog = len(claimed) >= capacity
         for lease, row in claimed:
             self._launch_claimed(lease, row)
         return [lease.run_id for lease, _ in claimed]
