@@ -92,7 +92,7 @@ class StepCall:
     def check(self) -> None:
         """Refuse to go on in a run this worker has given up."""
         ex = self.ex
-        if ex.abandoned:
+        if ex.abandoned or ex.cancelled:
             raise Abandoned
         if ex.fatal is not None:
             raise ex.fatal
@@ -223,10 +223,12 @@ async def call_async(
         await asyncio.sleep(pause)
     while True:
         token = current.set(call.begin())
+        ex.inflight += 1  # a run with a step in flight is not evicted
         try:
             try:
                 value = await _run_async_body(call, args, kwargs)
             finally:
+                ex.inflight -= 1
                 current.reset(token)
             record, result = call.succeeded(value)
         except Exception as exc:
@@ -314,7 +316,11 @@ def _drive_sync(call: StepCall, attempt: Callable[[StepCall, StepFrame], _Attemp
     while True:
         frame = call.begin()
         try:
-            stored, mine, result = attempt(call, frame)
+            call.ex.inflight += 1
+            try:
+                stored, mine, result = attempt(call, frame)
+            finally:
+                call.ex.inflight -= 1
         except Exception as exc:
             if exc is call.ex.fatal:
                 raise  # the run is lost to this worker: there is nothing to record
