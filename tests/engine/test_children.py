@@ -211,3 +211,29 @@ async def test_start_child__inside_step__is_a_normal_start(app: tether.App):
         row = app.store.get_run("from-step")
         assert row is not None
         assert row.parent_id is None
+
+
+async def test_gather__no_eviction_while_a_branch_runs_a_step(make_app: MakeApp):
+    app = make_app(wait_in_memory=0.05)
+    gate = asyncio.Event()
+    done: list[str] = []
+
+    @app.step(name="long")
+    async def long() -> str:
+        await gate.wait()
+        done.append("long")
+        return "long"
+
+    @app.workflow(name="mixed")
+    async def mixed() -> list[object]:
+        return await tether.gather(long(), tether.recv("go"))
+
+    async with app:
+        handle = await app.start(mixed, id="mx")
+        await asyncio.sleep(0.3)  # well past wait_in_memory: the step keeps the run in memory
+        assert status(app, "mx") == "RUNNING"
+        gate.set()
+        await eventually(lambda: status(app, "mx") == "WAITING", what="eviction after the step")
+        await app.send("mx", "go", 1)
+        assert await handle.result(timeout=10) == ["long", 1]
+    assert done == ["long"]  # the step ran once: replay returned its journaled result
