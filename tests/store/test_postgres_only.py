@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -15,10 +16,20 @@ from collections.abc import Callable, Iterator
 import psycopg
 import pytest
 
-from tether.errors import LeaseLostError, StoreUnavailableError
+from tether.errors import DeduplicatedError, LeaseLostError, StoreUnavailableError
 from tether.settings import Settings
 from tether.store import migrate, open_store
-from tether.store.base import STEP_OK, STEP_RETRY, Store
+from tether.store.base import (
+    STEP_OK,
+    STEP_RETRY,
+    Batch,
+    Completion,
+    NewMessage,
+    NewRun,
+    QueueLimits,
+    StepRecord,
+    Store,
+)
 
 from .helpers import NOW, lease, new_run, step, unique_table, worker
 
@@ -353,3 +364,326 @@ def test_migrate__tables_land_in_the_configured_schema_only(pg_settings, stores,
         (schema, "steps"),
         (schema, "workers"),
     ]
+
+
+# -- wake-ups under concurrency --------------------------------------------------------------
+#
+# Each lost-wake-up interleaving is forced once by holding one side's locks in an open
+# transaction (`admin`, doing what that side's store call does) while the other side's call
+# waits on them; then both sides race freely many times.
+
+RACES = 150
+
+
+def _schema(pg_settings: Settings) -> str:
+    return f'"{pg_settings.pg_schema}"'
+
+
+def test_suspend__message_sent_while_it_waits_for_the_row__does_not_wait(
+    pg_settings, threads, stores, admin, monitor
+):
+    s = stores()
+    s.migrate()
+    s.create_run(new_run("a"))
+    sch = _schema(pg_settings)
+    # A sender holding the row and its inserted message, not yet committed.
+    admin.execute(f"SELECT status FROM {sch}.runs WHERE id = 'a' FOR UPDATE")
+    admin.execute(
+        f"INSERT INTO {sch}.messages (run_id, topic, payload, created_at) "
+        "VALUES ('a', 't', '\\x31', now())"
+    )
+    suspending = threads.submit(s.suspend, lease("a"), None, ["t"], [], NOW)
+    wait_until(waiting_on_lock(monitor, "%FOR UPDATE%"))
+    admin.commit()
+    assert suspending.result(10) is False
+    assert s.get_run("a").status == "RUNNING"
+
+
+def test_send_message__while_a_suspend_commits__wakes_the_run(
+    pg_settings, threads, stores, admin, monitor
+):
+    s = stores()
+    s.migrate()
+    s.create_run(new_run("a"))
+    sch = _schema(pg_settings)
+    # A suspender that has found no message and set the run WAITING, not yet committed.
+    admin.execute(f"SELECT epoch FROM {sch}.runs WHERE id = 'a' FOR UPDATE")
+    admin.execute(f"UPDATE {sch}.runs SET status = 'WAITING', owner = NULL WHERE id = 'a'")
+    sending = threads.submit(s.send_message, NewMessage("a", "t", b"1", NOW + 1))
+    wait_until(waiting_on_lock(monitor, "%FOR UPDATE%"))
+    admin.commit()
+    assert sending.result(10) is True
+    row = s.get_run("a")
+    assert row is not None
+    assert (row.status, row.wake_at) == ("WAITING", NOW + 1)
+
+
+def test_suspend__target_ending_while_it_waits_for_the_row__does_not_wait(
+    pg_settings, threads, stores, admin, monitor
+):
+    s = stores()
+    s.migrate()
+    s.create_run(new_run("parent"))
+    s.create_run(new_run("child"))
+    # A completion of the child, not yet committed.
+    admin.execute(f"UPDATE {_schema(pg_settings)}.runs SET status = 'SUCCEEDED' WHERE id = 'child'")
+    suspending = threads.submit(s.suspend, lease("parent"), None, [], ["child"], NOW)
+    wait_until(waiting_on_lock(monitor, "%FOR SHARE%"))
+    admin.commit()
+    assert suspending.result(10) is False
+    assert s.get_run("parent").status == "RUNNING"
+
+
+@pytest.mark.parametrize("how", ["complete_run", "write_batch", "cancel_run"])
+def test_target_ending__while_a_suspend_on_it_commits__wakes_the_waiter(
+    pg_settings, threads, stores, admin, monitor, how
+):
+    s = stores()
+    s.migrate()
+    s.register_worker(worker("w1"))
+    s.create_run(new_run("parent"))
+    s.create_run(new_run("child"))
+    sch = _schema(pg_settings)
+    # A suspender holding the child FOR SHARE with its wait registered, not yet committed.
+    admin.execute(f"SELECT status FROM {sch}.runs WHERE id = 'child' FOR SHARE")
+    admin.execute(f"INSERT INTO {sch}.waiters VALUES ('child', 'parent')")
+    admin.execute(f"UPDATE {sch}.runs SET status = 'WAITING', owner = NULL WHERE id = 'parent'")
+    end = {
+        "complete_run": lambda: s.complete_run(lease("child"), "SUCCEEDED", b"1", None, NOW + 1),
+        "write_batch": lambda: s.write_batch(
+            Batch(completions=[Completion(lease("child"), "SUCCEEDED", b"1", None, NOW + 1)])
+        ),
+        "cancel_run": lambda: s.cancel_run("child", None, NOW + 1),
+    }[how]
+    ending = threads.submit(end)
+    wait_until(waiting_on_lock(monitor, "%UPDATE%"))
+    admin.commit()
+    ending.result(10)
+    row = s.get_run("parent")
+    assert row is not None
+    assert (row.status, row.wake_at) == ("WAITING", NOW + 1)
+    assert [r.id for _, r in s.claim_runs("w2", ["wf"], 10, NOW + 2, TTL)] == ["parent"]
+
+
+def _race(threads, first: Callable[[], object], second: Callable[[], object]) -> list[object]:
+    barrier = threading.Barrier(2)
+
+    def go(fn: Callable[[], object]) -> object:
+        barrier.wait()
+        return fn()
+
+    futures = [threads.submit(go, first), threads.submit(go, second)]
+    return [f.result(30) for f in futures]
+
+
+def _end_together(store: Store, batch: Batch) -> object:
+    return store.write_batch(batch)
+
+
+def _end_one_by_one(store: Store, batch: Batch) -> None:
+    for c in batch.completions:
+        store.complete_run(c.lease, c.status, c.output, c.error, c.now)
+
+
+def _suspend_unless_cancelled(store: Store, run_id: str, targets: list[str]) -> bool | None:
+    try:
+        return store.suspend(lease(run_id), None, [], targets, NOW)
+    except LeaseLostError:
+        return None  # cancelled first
+
+
+def test_suspend_and_send_message__racing__never_lose_the_wake_up(threads, stores):
+    a, b = stores(), stores()
+    a.migrate()
+    outcomes = set()
+    for i in range(RACES):
+        run_id = f"r{i}"
+        a.create_run(new_run(run_id))
+        suspended, sent = _race(
+            threads,
+            functools.partial(a.suspend, lease(run_id), None, ["t"], [], NOW),
+            functools.partial(b.send_message, NewMessage(run_id, "t", b"1", NOW + 1)),
+        )
+        assert sent is True
+        row = a.get_run(run_id)
+        assert row is not None
+        if suspended:
+            assert (row.status, row.wake_at) == ("WAITING", NOW + 1)  # woken: claimable
+        else:
+            assert row.status == "RUNNING"
+            got = a.consume_message(lease(run_id), 0, "r", "t", NOW)
+            assert isinstance(got, StepRecord)  # the message is there, unread
+        outcomes.add(bool(suspended))
+    assert outcomes  # which orders occurred depends on the scheduler; each must be right
+
+
+def test_child_ending_and_parent_suspending__racing__never_lose_the_wake_up(threads, stores):
+    a, b = stores(), stores()
+    a.migrate()
+    a.register_worker(worker("w1"))
+    for i in range(RACES):
+        parent, kids = f"p{i}", [f"c{i}-{k}" for k in range(3)]
+        a.create_run(new_run(parent))
+        for kid in kids:
+            a.create_run(dataclasses.replace(new_run(kid), parent_id=parent))
+        # The children end together in one batch (as group commit does) or one by one.
+        batch = Batch(
+            completions=[Completion(lease(k), "SUCCEEDED", b"1", None, NOW) for k in kids]
+        )
+        end = functools.partial(_end_together if i % 2 else _end_one_by_one, b, batch)
+        suspended, _ = _race(
+            threads, functools.partial(a.suspend, lease(parent), None, [], kids, NOW), end
+        )
+        row = a.get_run(parent)
+        assert row is not None
+        if suspended:
+            assert (row.status, row.wake_at) == ("WAITING", NOW)
+        else:
+            assert row.status == "RUNNING"
+
+
+def test_cancel_and_suspend_on_children__racing__no_deadlock_and_all_cancelled(threads, stores):
+    a, b = stores(), stores()
+    a.migrate()
+    for i in range(RACES // 3):
+        parent, kids = f"p{i}", [f"c{i}-{k}" for k in range(3)]
+        a.create_run(new_run(parent))
+        for kid in kids:
+            a.create_run(dataclasses.replace(new_run(kid), parent_id=parent))
+
+        _, cancelled = _race(
+            threads,
+            functools.partial(_suspend_unless_cancelled, a, parent, kids),
+            functools.partial(b.cancel_run, parent, None, NOW),
+        )
+        assert cancelled == sorted([parent, *kids])
+        assert set(a.run_statuses([parent, *kids]).values()) == {"CANCELLED"}
+
+
+def test_cancel_and_children_ending__racing__no_deadlock(threads, stores):
+    a, b = stores(), stores()
+    a.migrate()
+    for i in range(RACES // 3):
+        parent, kids = f"p{i}", [f"c{i}-{k}" for k in range(3)]
+        a.create_run(new_run(parent))
+        for kid in kids:
+            a.create_run(dataclasses.replace(new_run(kid), parent_id=parent))
+        assert a.suspend(lease(parent), None, [], kids, NOW)
+        batch = Batch(
+            completions=[Completion(lease(k), "SUCCEEDED", b"1", None, NOW) for k in kids]
+        )
+        _, cancelled = _race(
+            threads,
+            functools.partial(a.write_batch, batch),
+            functools.partial(b.cancel_run, parent, None, NOW),
+        )
+        assert isinstance(cancelled, list)
+        assert parent in cancelled
+        assert a.get_run(parent).status == "CANCELLED"
+
+
+def test_write_batch__completions_wake_a_waiter_once__at_the_last_end(stores):
+    s = stores()
+    s.migrate()
+    s.create_run(new_run("p"))
+    s.create_run(new_run("c1"))
+    s.create_run(new_run("c2"))
+    assert s.suspend(lease("p"), None, [], ["c1", "c2"], NOW)
+    done = s.write_batch(
+        Batch(
+            completions=[
+                Completion(lease("c2"), "SUCCEEDED", b"1", None, NOW + 2),
+                Completion(lease("c1"), "FAILED", None, b"{}", NOW + 1),
+                Completion(lease("c1"), "FAILED", None, b"{}", NOW + 1),  # acknowledged again
+            ]
+        )
+    )
+    assert done.completions == [None, None, None]
+    row = s.get_run("p")
+    assert row is not None
+    assert (row.status, row.wake_at) == ("WAITING", NOW + 1)  # the last in the batch's order
+
+
+# -- deduplication and queues --------------------------------------------------------------
+
+
+def test_write_batch__dedup_conflict__returned_and_the_rest_of_the_batch_commits(stores):
+    s = stores()
+    s.migrate()
+
+    def queued(run_id: str, dedup_id: str) -> NewRun:
+        return dataclasses.replace(new_run(run_id, owner=None), queue="q", dedup_id=dedup_id)
+
+    result = s.write_batch(
+        Batch(
+            runs=[
+                queued("a", "d"),
+                queued("b", "d"),
+                queued("c", "e"),
+                queued("a", "d"),
+            ],  # a twice
+            steps=[(lease("x"), step("x", 0))],
+        )
+    )
+    a, b, c, again = result.runs
+    assert isinstance(a, tuple)
+    assert a[1] is True
+    assert isinstance(b, DeduplicatedError)
+    assert b.existing_id == "a"
+    assert isinstance(c, tuple)
+    assert c[1] is True
+    assert isinstance(again, tuple)
+    assert again[1] is False
+    assert isinstance(result.steps[0], LeaseLostError)
+    assert s.get_run("b") is None
+
+
+def test_create_run__same_dedup_id_from_many_clients__one_created(threads, stores):
+    clients = [stores() for _ in range(4)]
+    clients[0].migrate()
+    barrier = threading.Barrier(len(clients))
+
+    def create(i: int) -> object:
+        barrier.wait()
+        try:
+            return clients[i].create_run(
+                dataclasses.replace(new_run(f"r{i}", owner=None), queue="q", dedup_id="d")
+            )
+        except DeduplicatedError as exc:
+            return exc
+
+    outcomes = list(threads.map(create, range(len(clients)), timeout=30))
+    created = [o for o in outcomes if isinstance(o, tuple)]
+    assert len(created) == 1
+    winner = created[0][0].id
+    assert all(o.existing_id == winner for o in outcomes if isinstance(o, DeduplicatedError))
+
+
+def test_claim_runs__queues_listed_in_other_orders__no_deadlock_limits_hold(threads, stores):
+    a = stores()
+    a.migrate()
+    for q in ("x", "y"):
+        for i in range(30):
+            run = new_run(f"{q}{i:02d}", owner=None, created_at=NOW + i)
+            a.create_run(dataclasses.replace(run, queue=q))
+    claimers = [stores() for _ in range(4)]
+    for i in range(4):
+        a.register_worker(worker(f"w{i}"))
+    limits = [QueueLimits("x", concurrency=2), QueueLimits("y", concurrency=3)]
+    barrier = threading.Barrier(4)
+    claimed: list[str] = []
+
+    def work(i: int) -> None:
+        order = limits if i % 2 else limits[::-1]
+        barrier.wait()
+        for _ in range(40):
+            got = claimers[i].claim_runs(f"w{i}", ["wf"], 4, NOW, TTL, order)
+            counts = {(q, st): n for q, st, n in claimers[i].queue_counts()}
+            assert counts.get(("x", "RUNNING"), 0) <= 2
+            assert counts.get(("y", "RUNNING"), 0) <= 3
+            claimed.extend(r.id for _, r in got)
+            for lse, _ in got:
+                claimers[i].complete_run(lse, "SUCCEEDED", b"1", None, NOW)
+
+    list(threads.map(work, range(4), timeout=60))
+    assert sorted(claimed) == sorted(f"{q}{i:02d}" for q in ("x", "y") for i in range(30))

@@ -1,27 +1,40 @@
 """The PostgreSQL store: several processes on several machines share one database.
 
-Every table lives in the schema `Settings.pg_schema` and every statement names it; the schema
-is never put on a connection's `search_path`, because a transactional step's body gets the
-same connection and its tables live in the user's own schema.
+Every table lives in the schema `Settings.pg_schema` and every statement names it (see
+`postgres_sql`); the schema is never put on a connection's `search_path`, because a
+transactional step's body gets the same connection and its tables live in the user's own schema.
 
-Hot writes (journal entries, claims, heartbeats, completions) go through one autocommit
-connection guarded by a lock: each is a single statement, so one round trip and one commit.
-Reads and transactional steps borrow connections from a pool. A connection that breaks is
-replaced on the next call, so the store outlives a database restart.
+Hot writes (journal entries, batches, claims) go through one autocommit connection guarded by
+a lock: a lone journal entry is a single statement, so one round trip and one commit; a lone
+completion (which must wake its waiters in a statement of its own) is two statements sent as
+one pipeline, still one round trip and one commit. Reads,
+heartbeats, direct starts and completions, and the calls for waiting and control borrow
+connections from a pool. A connection that breaks is replaced on the next call, so the store
+outlives a database restart.
 
 Fencing: a journal write checks the run's epoch and locks the run's row `FOR SHARE` in the
 same statement; a claim locks the rows it takes `FOR UPDATE SKIP LOCKED`. A claim therefore
 never takes a run while one of its journal writes is in flight (it passes over it until the
 write has committed), and a write that arrives after a claim waits for it and then finds the
 epoch moved. A claimer never reads a journal that a fenced-off worker appends to later.
+
+Wake-ups, under READ COMMITTED (each statement sees what committed before it began):
+
+- A suspender locks the runs it waits for `FOR SHARE`, then its own row `FOR UPDATE`, and only
+  then, in later statements, looks for a message and registers its waits. A sender locks the
+  receiver's row `FOR UPDATE` before it inserts. Either the suspender sees the message, or the
+  sender, waiting for the suspender's commit, sees the run WAITING and wakes it.
+- Ending a run (completion, cancellation) updates its row, which waits for a suspender holding
+  it `FOR SHARE`, and wakes waiters in a later statement, which sees that suspender's waits.
+  Either the suspender sees the run ended, or the ender sees the waits.
+- Claimers of a queue take a transaction-scoped advisory lock for it and count the queue's
+  load in a later statement, which sees every earlier claim of that queue.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
-import operator
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
@@ -34,21 +47,28 @@ from psycopg_pool import ConnectionPool
 from tether.errors import (
     ConfigError,
     CorruptRowError,
+    DeduplicatedError,
     LeaseLostError,
     StoreError,
     StoreUnavailableError,
     WorkflowConflictError,
+    WorkflowFinishedError,
+    WorkflowNotFoundError,
 )
 from tether.settings import Settings
 from tether.store import migrate, redact
 from tether.store.base import (
-    STEP_RETRY,
+    FINAL_RUN_STATUSES,
+    NOT_FINAL,
+    STEP_OK,
     Batch,
     BatchResult,
     Completion,
     Connection,
     Lease,
+    NewMessage,
     NewRun,
+    QueueLimits,
     RunFilter,
     RunRow,
     StepRecord,
@@ -57,191 +77,32 @@ from tether.store.base import (
     conflict,
     lease_lost,
 )
+from tether.store.postgres_sql import (
+    DATABASE_TIME,
+    LOCK_QUEUES,
+    LOCK_SCHEMA,
+    VERSION_TABLE_EXISTS,
+    WORKER_FIELDS,
+    Statements,
+    completion_arrays,
+    completion_params,
+    new_run_arrays,
+    new_run_params,
+    positions,
+    rounds,
+    run_row,
+    step_arrays,
+    step_params,
+)
 
 T = TypeVar("T")
 _Conn = psycopg.Connection[tuple[Any, ...]]
 _Outcome = StepRecord | LeaseLostError
 _Item = tuple[Lease, StepRecord]
-_Created = tuple[RunRow, bool] | WorkflowConflictError
-# Row dataclasses as parameter tuples, in field order (the statements list columns to match).
-_NEW_RUN_FIELDS = operator.attrgetter(*(f.name for f in dataclasses.fields(NewRun)))
-_STEP_FIELDS = operator.attrgetter(*(f.name for f in dataclasses.fields(StepRecord)))
-_WORKER_FIELDS = operator.attrgetter(*(f.name for f in dataclasses.fields(WorkerRow)))
-
-# Templates: `{s}` is the quoted schema, filled in once per store by `_Sql`. Times are float
-# Unix seconds on the wire: `to_timestamp` on the way in, `extract(epoch ...)` on the way out
-# (exact to the microsecond, timestamptz's precision).
-RUN_COLUMNS = (
-    "id, name, status, input, input_hash, output, error, owner, epoch, recoveries, "
-    "extract(epoch FROM created_at)::float8, extract(epoch FROM updated_at)::float8, "
-    "extract(epoch FROM finished_at)::float8, version, parent_id"
-)
-STEP_COLUMNS = (
-    "run_id, seq, name, status, output, error, attempts, "
-    "extract(epoch FROM started_at)::float8, extract(epoch FROM ended_at)::float8, "
-    "extract(epoch FROM retry_at)::float8"
-)
-WORKER_COLUMNS = (
-    "id, host, boot_id, pid, pid_start, extract(epoch FROM started_at)::float8, "
-    "extract(epoch FROM heartbeat_at)::float8, extract(epoch FROM stopped_at)::float8"
-)
-
-# Serializes processes migrating the same schema: (a constant for tether, the schema's hash).
-LOCK_SCHEMA = "SELECT pg_advisory_xact_lock(1952805992, hashtext(%s))"
-CREATE_SCHEMA = "CREATE SCHEMA IF NOT EXISTS {s}"
-CREATE_VERSION_TABLE = "CREATE TABLE IF NOT EXISTS {s}.schema_version (version integer NOT NULL)"
-VERSION_TABLE_EXISTS = "SELECT to_regclass(%s) IS NOT NULL"
-SELECT_VERSION = "SELECT coalesce(max(version), 0) FROM {s}.schema_version"
-INSERT_VERSION = "INSERT INTO {s}.schema_version (version) VALUES (%s)"
-# Migration files name no schema; this makes their CREATEs land in ours, for one transaction.
-SET_MIGRATION_PATH = "SET LOCAL search_path TO {s}"
-
-INSERT_RUN = f"""
-INSERT INTO {{s}}.runs (id, name, input, input_hash, created_at, owner, version, parent_id,
-                        status, epoch, updated_at)
-VALUES (%s, %s, %s, %s, to_timestamp(%s::float8), %s, %s, %s, %s, %s, to_timestamp(%s::float8))
-ON CONFLICT (id) DO NOTHING
-RETURNING {RUN_COLUMNS}
-"""
-INSERT_RUNS = f"""
-INSERT INTO {{s}}.runs (id, name, input, input_hash, created_at, owner, version, parent_id,
-                        status, epoch, updated_at)
-SELECT v.id, v.name, v.input, v.input_hash, to_timestamp(v.created_at), v.owner, v.version,
-       v.parent_id, v.status, v.epoch, to_timestamp(v.created_at)
-FROM unnest(%s::text[], %s::text[], %s::bytea[], %s::text[], %s::float8[], %s::text[],
-            %s::text[], %s::text[], %s::text[], %s::int8[])
-     AS v(id, name, input, input_hash, created_at, owner, version, parent_id, status, epoch)
-ON CONFLICT (id) DO NOTHING
-RETURNING {RUN_COLUMNS}
-"""
-SELECT_RUN = f"SELECT {RUN_COLUMNS} FROM {{s}}.runs WHERE id = %s"
-SELECT_RUNS = f"SELECT {RUN_COLUMNS} FROM {{s}}.runs WHERE id = ANY(%s::text[])"
-LIST_RUNS = f"SELECT {RUN_COLUMNS} FROM {{s}}.runs WHERE true"
-COMPLETE_RUN = """
-UPDATE {s}.runs SET status = %(status)s, output = %(output)s, error = %(error)s,
-    updated_at = to_timestamp(%(now)s::float8), finished_at = to_timestamp(%(now)s::float8)
-WHERE id = %(id)s AND epoch = %(epoch)s AND status IN ('PENDING', 'RUNNING', 'WAITING')
-"""
-COMPLETE_RUNS = """
-UPDATE {s}.runs AS r SET status = v.status, output = v.output, error = v.error,
-    updated_at = to_timestamp(v.now), finished_at = to_timestamp(v.now)
-FROM unnest(%s::text[], %s::int8[], %s::text[], %s::bytea[], %s::bytea[], %s::float8[])
-     AS v(id, epoch, status, output, error, now)
-WHERE r.id = v.id AND r.epoch = v.epoch AND r.status IN ('PENDING', 'RUNNING', 'WAITING')
-RETURNING r.id
-"""
-# The journal write. Fenced: a row is written only while its lease's epoch is the run's (and the
-# run has not ended), and
-# the run's row is locked FOR SHARE until the commit, so a claim (which bumps the epoch) cannot
-# slip in between the check and the commit. A final entry is never overwritten; a 'retry'
-# entry is. `{source}` is a batch (RECORD_STEPS, column arrays) or one entry (RECORD_STEP:
-# scalars, which plan and bind in half the time of one-element arrays on the hot path).
-_RECORD = """
-INSERT INTO {s}.steps AS t (run_id, seq, name, status, output, error, attempts, started_at,
-                            ended_at, retry_at)
-SELECT v.run_id, v.seq, v.name, v.status, v.output, v.error, v.attempts,
-       to_timestamp(v.started_at), to_timestamp(v.ended_at), to_timestamp(v.retry_at)
-FROM {source}
-     AS v(run_id, seq, name, status, output, error, attempts, started_at, ended_at, retry_at,
-          lease_run, lease_epoch)
-WHERE EXISTS (SELECT 1 FROM {s}.runs r WHERE r.id = v.lease_run AND r.epoch = v.lease_epoch
-              AND r.status = 'RUNNING' FOR SHARE)
-ON CONFLICT (run_id, seq) DO UPDATE SET
-    name = excluded.name, status = excluded.status, output = excluded.output,
-    error = excluded.error, attempts = excluded.attempts, ended_at = excluded.ended_at,
-    retry_at = excluded.retry_at
-WHERE t.status = 'retry'
-RETURNING t.run_id, t.seq
-"""
-RECORD_STEPS = _RECORD.replace(
-    "{source}",
-    "unnest(%s::text[], %s::int4[], %s::text[], %s::text[], %s::bytea[], %s::bytea[],\n"
-    "            %s::int4[], %s::float8[], %s::float8[], %s::float8[], %s::text[], %s::int8[])",
-)
-RECORD_STEP = _RECORD.replace(
-    "{source}",
-    "(VALUES (%s::text, %s::int4, %s::text, %s::text, %s::bytea, %s::bytea, %s::int4,\n"
-    "         %s::float8, %s::float8, %s::float8, %s::text, %s::int8))",
-)
-SELECT_STEPS = f"SELECT {STEP_COLUMNS} FROM {{s}}.steps WHERE run_id = %s ORDER BY seq"
-SELECT_STEPS_AT = f"""
-SELECT {STEP_COLUMNS} FROM {{s}}.steps
-WHERE (run_id, seq) IN (SELECT * FROM unnest(%s::text[], %s::int4[]))
-"""
-# SKIP LOCKED: concurrent claimers pass over each other's rows, and over runs with a journal
-# write in flight (see the module docstring). MATERIALIZED: the pick runs exactly once.
-CLAIM_RUNS = f"""
-WITH picked AS MATERIALIZED (
-    SELECT id AS picked_id FROM {{s}}.runs
-    WHERE status IN ('PENDING', 'RUNNING') AND name = ANY(%(names)s::text[])
-      AND (owner IS NULL OR owner NOT IN (
-          SELECT id FROM {{s}}.workers
-          WHERE stopped_at IS NULL AND heartbeat_at > to_timestamp(%(alive_after)s::float8)))
-    ORDER BY created_at
-    LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED)
-UPDATE {{s}}.runs SET owner = %(worker)s, epoch = runs.epoch + 1, status = 'RUNNING',
-    recoveries = runs.recoveries + (runs.owner IS NOT NULL)::int,
-    updated_at = to_timestamp(%(now)s::float8)
-FROM picked WHERE runs.id = picked.picked_id
-RETURNING {RUN_COLUMNS}
-"""
-UPSERT_WORKER = """
-INSERT INTO {s}.workers (id, host, boot_id, pid, pid_start, started_at, heartbeat_at, stopped_at)
-VALUES (%s, %s, %s, %s, %s, to_timestamp(%s::float8), to_timestamp(%s::float8),
-        to_timestamp(%s::float8))
-ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, stopped_at = NULL
-"""
-# Workers silent for a day are forgotten; their runs were claimable long before.
-PRUNE_WORKERS = "DELETE FROM {s}.workers WHERE heartbeat_at < to_timestamp(%s::float8)"
-HEARTBEAT = """
-UPDATE {s}.workers SET heartbeat_at = to_timestamp(%s::float8)
-WHERE id = %s AND stopped_at IS NULL
-"""
-SELECT_WORKERS = (
-    f"SELECT {WORKER_COLUMNS} FROM {{s}}.workers WHERE stopped_at IS NULL ORDER BY started_at"
-)
-STOP_WORKERS = """
-UPDATE {s}.workers SET stopped_at = to_timestamp(%s::float8)
-WHERE id = ANY(%s::text[]) AND stopped_at IS NULL
-"""
-DATABASE_TIME = "SELECT extract(epoch FROM clock_timestamp())::float8"
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Sql:
-    """The templates above that name tables, with the schema filled in once per store."""
-
-    create_schema: str
-    create_version_table: str
-    select_version: str
-    insert_version: str
-    set_migration_path: str
-    insert_run: str
-    insert_runs: str
-    select_run: str
-    select_runs: str
-    list_runs: str
-    complete_run: str
-    complete_runs: str
-    record_steps: str
-    record_step: str
-    select_steps: str
-    select_steps_at: str
-    claim_runs: str
-    upsert_worker: str
-    prune_workers: str
-    heartbeat: str
-    select_workers: str
-    stop_workers: str
-
-    @classmethod
-    def for_schema(cls, schema: str) -> _Sql:
-        quoted = f'"{schema}"'  # Settings allows identifier characters only: no quotes
-        templates = globals()
-        return cls(
-            **{f.name: templates[f.name.upper()].format(s=quoted) for f in dataclasses.fields(cls)}
-        )
+_Created = tuple[RunRow, bool] | WorkflowConflictError | DeduplicatedError
+# A run refused for a deduplication id whose holder ended before it could be named is tried
+# again; each try means a run of that queue and id ended meanwhile.
+_CREATE_TRIES = 5
 
 
 class PostgresStore:
@@ -257,7 +118,7 @@ class PostgresStore:
 
     def __init__(self, url: str, settings: Settings) -> None:
         self.schema = settings.pg_schema
-        self._sql = _Sql.for_schema(settings.pg_schema)
+        self._sql = Statements(settings.pg_schema)
         self._where = redact(url)
         try:
             params = conninfo_to_dict(url)
@@ -287,6 +148,11 @@ class PostgresStore:
         """Turn driver errors into tether's, saying what was being done and what to do."""
         try:
             yield
+        except psycopg.errors.TransactionRollback as exc:  # a deadlock or serialization failure
+            raise StoreUnavailableError(
+                f"{self._failed(what, exc)}; it collided with a concurrent transaction and was "
+                "rolled back whole, tether retries it"
+            ) from exc
         except psycopg.OperationalError as exc:
             if self._closed:
                 raise self._closed_error() from exc
@@ -310,8 +176,8 @@ class PostgresStore:
     def _closed_error(self) -> StoreError:
         return StoreError("this PostgreSQL store was closed; open a new one with open_store()")
 
-    def _write(self, what: str, fn: Callable[[_Conn], T]) -> T:
-        """Run `fn` on the writer connection (autocommit), connecting it first if needed."""
+    def _write(self, what: str, fn: Callable[[_Conn], T], transaction: bool = False) -> T:
+        """Run `fn` on the writer connection (autocommit, or in one transaction)."""
         if self._closed:
             raise self._closed_error()
         with self._lock, self._translated(what):
@@ -319,7 +185,7 @@ class PostgresStore:
             if conn is None:
                 conn = self._writer = psycopg.connect(self._url, **self._kwargs)
             try:
-                return fn(conn)
+                return _run(conn, fn, transaction)
             except BaseException:
                 if conn.closed or conn.info.transaction_status != TransactionStatus.IDLE:
                     self._writer = None  # broken or interrupted: reconnect on the next call
@@ -340,13 +206,21 @@ class PostgresStore:
             if broken:
                 self._pool.check()
 
-    def _pooled(self, what: str, fn: Callable[[_Conn], T]) -> T:
-        """Run `fn` on a pooled autocommit connection.
+    def _pooled(self, what: str, fn: Callable[[_Conn], T], transaction: bool = False) -> T:
+        """Run `fn` on a pooled connection (autocommit, or in one transaction).
 
         For reads, and for writes that must not queue behind the journal writer.
         """
         with self._translated(what), self._borrowed() as conn:
-            return fn(conn)
+            return _run(conn, fn, transaction)
+
+    def _rows(self, what: str, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Run one read on a pooled connection; return its rows."""
+        return self._pooled(what, lambda c: c.execute(sql, params, binary=True).fetchall())
+
+    def _runs(self, conn: _Conn, ids: Sequence[str]) -> dict[str, RunRow]:
+        rows = conn.execute(self._sql.SELECT_RUNS, (list(ids),), binary=True).fetchall()
+        return {r.id: r for r in map(run_row, rows)}
 
     def close(self) -> None:
         """Close the writer connection and the pool."""
@@ -366,22 +240,21 @@ class PostgresStore:
         can still start (and call this) once an administrator has run `tether migrate`.
         """
         if migrate.pending(self.dialect, self._version()):
-            while self._write("migrate the schema", self._migrate_one):
+            while self._write("migrate the schema", self._migrate_one, transaction=True):
                 pass
         return self.check_schema()
 
     def _migrate_one(self, conn: _Conn) -> bool:
-        with conn.transaction():
-            conn.execute(LOCK_SCHEMA, (self.schema,))
-            conn.execute(self._sql.create_schema)
-            conn.execute(self._sql.create_version_table)
-            todo = migrate.pending(self.dialect, _scalar(conn, self._sql.select_version))
-            if not todo:
-                return False
-            conn.execute(self._sql.set_migration_path)
-            conn.execute(todo[0].sql)  # no parameters: several statements are allowed
-            conn.execute(self._sql.insert_version, (todo[0].version,))
-            return True
+        conn.execute(LOCK_SCHEMA, (self.schema,))
+        conn.execute(self._sql.CREATE_SCHEMA)
+        conn.execute(self._sql.CREATE_VERSION_TABLE)
+        todo = migrate.pending(self.dialect, _scalar(conn, self._sql.SELECT_VERSION))
+        if not todo:
+            return False
+        conn.execute(self._sql.SET_MIGRATION_PATH)
+        conn.execute(todo[0].sql)  # no parameters: several statements are allowed
+        conn.execute(self._sql.INSERT_VERSION, (todo[0].version,))
+        return True
 
     def check_schema(self) -> int:
         """Return the schema version or raise `SchemaVersionError`."""
@@ -393,7 +266,7 @@ class PostgresStore:
         def read(conn: _Conn) -> int:
             if not _scalar(conn, VERSION_TABLE_EXISTS, (f'"{self.schema}".schema_version',)):
                 return 0
-            return int(_scalar(conn, self._sql.select_version))
+            return int(_scalar(conn, self._sql.SELECT_VERSION))
 
         return self._pooled("read the schema version", read)
 
@@ -409,21 +282,17 @@ class PostgresStore:
         On a pooled connection: starts from many clients proceed side by side.
         """
         [outcome] = self._pooled("create a run", lambda c: self._create(c, [run]))
-        if isinstance(outcome, WorkflowConflictError):
+        if isinstance(outcome, BaseException):
             raise outcome
         return outcome
 
     def get_run(self, run_id: str) -> RunRow | None:
         """Return the run or None."""
-        row = self._pooled(
-            "read a run",
-            lambda c: c.execute(self._sql.select_run, (run_id,), binary=True).fetchone(),
-        )
-        return None if row is None else _run_row(row)
+        return self._pooled("read a run", lambda c: self._runs(c, [run_id])).get(run_id)
 
     def list_runs(self, query: RunFilter) -> list[RunRow]:
         """Return matching runs, newest first."""
-        sql = self._sql.list_runs
+        sql = self._sql.LIST_RUNS
         params: list[Any] = []
         if query.statuses:
             sql += " AND status = ANY(%s::text[])"
@@ -436,74 +305,121 @@ class PostgresStore:
             params.append(query.created_before)
         sql += " ORDER BY created_at DESC, id DESC LIMIT %s"
         params.append(query.limit)
-        rows = self._pooled("list runs", lambda c: c.execute(sql, params, binary=True).fetchall())
-        return [_run_row(r) for r in rows]
+        return [run_row(r) for r in self._rows("list runs", sql, params)]
 
     def complete_run(
         self, lease: Lease, status: str, output: bytes | None, error: bytes | None, now: float
     ) -> None:
-        """Record the final outcome under `lease` (on a pooled connection)."""
+        """Record the final outcome under `lease` and wake the runs waiting for it (pooled)."""
         completion = Completion(lease, status, output, error, now)
-        [refused] = self._pooled("complete a run", lambda c: self._complete(c, [completion]))
+        [refused] = self._pooled(
+            "complete a run", lambda c: self._complete_at_once(c, [completion])
+        )
         if refused is not None:
             raise refused
 
+    def run_statuses(self, run_ids: Sequence[str]) -> dict[str, str]:
+        """Return the status of each of these runs that exists."""
+        rows = self._rows("read statuses", self._sql.RUN_STATUSES, (list(run_ids),))
+        return {r[0]: r[1] for r in rows}
+
     def _create(self, conn: _Conn, runs: Sequence[NewRun]) -> list[_Created]:
-        """Insert runs; for each, (row, created) or the conflict with the run of that id."""
+        """Insert runs; for each, (row, created), or the run of its id or deduplication id."""
+        out: dict[int, _Created] = {}
+        todo = list(range(len(runs)))
+        for _ in range(_CREATE_TRIES):
+            made = self._insert(conn, [runs[i] for i in todo])
+            missed = []
+            for i in todo:
+                row = made.pop(runs[i].id, None)  # a repeated id is then found existing
+                if row is None:
+                    missed.append(i)
+                else:
+                    out[i] = (row, True)
+            todo = self._refused(conn, runs, missed, out)
+            if not todo:
+                return [out[i] for i in range(len(runs))]
+        raise StoreError(
+            f"PostgreSQL at {self._where} could not create run {runs[todo[0]].id!r}: its "
+            "deduplication id was taken and freed again on every try; try again"
+        )
+
+    def _insert(self, conn: _Conn, runs: Sequence[NewRun]) -> dict[str, RunRow]:
         if len(runs) == 1:
-            rows = conn.execute(
-                self._sql.insert_run, _new_run_params(runs[0]), prepare=True, binary=True
-            ).fetchall()
+            params = new_run_params(runs[0])
+            cur = conn.execute(self._sql.INSERT_RUN, params, prepare=True, binary=True)
         else:
-            arrays = [list(c) for c in zip(*map(_new_run_params, runs), strict=True)]
-            rows = conn.execute(self._sql.insert_runs, arrays[:-1], binary=True).fetchall()
-        made = {r.id: r for r in map(_run_row, rows)}
-        missing = [run.id for run in runs if run.id not in made]
-        existing: dict[str, RunRow] = {}
-        if missing:
-            found = conn.execute(self._sql.select_runs, (missing,), binary=True).fetchall()
-            existing = {r.id: r for r in map(_run_row, found)}
-        out: list[_Created] = []
-        for run in runs:
-            if run.id in made:
-                out.append((made.pop(run.id), True))  # a repeated id is found existing
+            cur = conn.execute(self._sql.INSERT_RUNS, new_run_arrays(runs), binary=True)
+        return {r.id: r for r in map(run_row, cur.fetchall())}
+
+    def _refused(
+        self, conn: _Conn, runs: Sequence[NewRun], indexes: list[int], out: dict[int, _Created]
+    ) -> list[int]:
+        """Explain runs not inserted (their id, else their deduplication id, is taken).
+
+        Returns those to insert again: the holder of their deduplication id ended meanwhile.
+        """
+        if not indexes:
+            return []
+        existing = self._runs(conn, list({runs[i].id for i in indexes}))
+        deduped = [runs[i] for i in indexes if runs[i].id not in existing]
+        holders: dict[tuple[str | None, str | None], str] = {}
+        if deduped:
+            keys = ([r.queue for r in deduped], [r.dedup_id for r in deduped])
+            found = conn.execute(self._sql.SELECT_DEDUP, keys).fetchall()
+            holders = {(q, d): run_id for q, d, run_id in found}
+        again = []
+        for i in indexes:
+            run = runs[i]
+            row = existing.get(run.id)
+            holder = holders.get((run.queue, run.dedup_id))
+            if row is not None:
+                out[i] = conflict(run, row) or (row, False)
+            elif holder is not None:
+                out[i] = DeduplicatedError(run.queue or "", run.dedup_id or "", holder)
             else:
-                row = existing[run.id]
-                out.append(conflict(run, row) or (row, False))
-        return out
+                again.append(i)
+        return again
 
     def _complete(self, conn: _Conn, items: Sequence[Completion]) -> list[LeaseLostError | None]:
-        """Record final outcomes; for each, None or why it was refused."""
-        if len(items) == 1:
-            c = items[0]
-            params = {
-                "status": c.status,
-                "output": c.output,
-                "error": c.error,
-                "now": c.now,
-                "id": c.lease.run_id,
-                "epoch": c.lease.epoch,
-            }
-            done = (
-                {c.lease.run_id}
-                if conn.execute(self._sql.complete_run, params, prepare=True).rowcount == 1
-                else set()
-            )
-        else:
-            arrays = [
-                [c.lease.run_id for c in items],
-                [c.lease.epoch for c in items],
-                [c.status for c in items],
-                [c.output for c in items],
-                [c.error for c in items],
-                [c.now for c in items],
-            ]
-            done = {r[0] for r in conn.execute(self._sql.complete_runs, arrays).fetchall()}
+        """Record final outcomes, then wake the runs waiting for them (inside a transaction).
+
+        For each, None or why it was refused. The wake is a statement of its own: see the
+        module docstring.
+        """
+        out: list[LeaseLostError | None] = [None] * len(items)
+        ended: list[int] = []
+        for indexes in rounds([c.lease.run_id for c in items]):
+            part = [items[i] for i in indexes]
+            done = {r[0] for r in self._end(conn, part).fetchall()}
+            for i, refused in zip(indexes, self._refused_ends(conn, part, done), strict=True):
+                out[i] = refused
+                if items[i].lease.run_id in done:
+                    ended.append(i)
+        if ended:
+            ended.sort()
+            self._wake(conn, [items[i].lease.run_id for i in ended], [items[i].now for i in ended])
+        return out
+
+    def _complete_at_once(
+        self, conn: _Conn, items: Sequence[Completion]
+    ) -> list[LeaseLostError | None]:
+        """`_complete` for distinct runs on an autocommit connection: one round trip.
+
+        The outcomes and the wake go as a pipeline ended by one Sync, which the server runs as
+        one implicit transaction, a statement at a time, each with a snapshot of its own.
+        """
+        with conn.pipeline():
+            cur = self._end(conn, items)
+            self._wake(conn, [c.lease.run_id for c in items], [c.now for c in items])
+        return self._refused_ends(conn, items, {r[0] for r in cur.fetchall()})
+
+    def _refused_ends(
+        self, conn: _Conn, items: Sequence[Completion], done: set[str]
+    ) -> list[LeaseLostError | None]:
+        """For each completion: None if recorded (or recorded before), else why refused."""
         missing = [c.lease.run_id for c in items if c.lease.run_id not in done]
-        runs: dict[str, RunRow] = {}
-        if missing:
-            found = conn.execute(self._sql.select_runs, (missing,), binary=True).fetchall()
-            runs = {r.id: r for r in map(_run_row, found)}
+        runs = self._runs(conn, missing) if missing else {}
         return [
             None
             if c.lease.run_id in done
@@ -511,52 +427,82 @@ class PostgresStore:
             for c in items
         ]
 
+    def _end(self, conn: _Conn, items: Sequence[Completion]) -> psycopg.Cursor[tuple[Any, ...]]:
+        """Record the outcomes of distinct runs; the cursor returns the ids recorded."""
+        if len(items) == 1:
+            return conn.execute(self._sql.COMPLETE_RUN, completion_params(items[0]), prepare=True)
+        return conn.execute(self._sql.COMPLETE_RUNS, completion_arrays(items), prepare=True)
+
+    def _wake(self, conn: _Conn, ended: list[str], at: list[float]) -> None:
+        """Wake the runs waiting for runs that just ended (in an earlier statement)."""
+        if len(ended) == 1:
+            params = {"id": ended[0], "at": at[0]}
+            conn.execute(self._sql.WAKE_WAITERS_OF, params, prepare=True)
+        else:
+            conn.execute(self._sql.WAKE_WAITERS, {"ids": ended, "ats": at}, prepare=True)
+
     # -- journal ----------------------------------------------------------------------------
 
     def load_steps(self, run_id: str) -> list[StepRecord]:
         """Return the journal in order."""
-        rows = self._pooled(
-            "read a journal",
-            lambda c: c.execute(self._sql.select_steps, (run_id,), binary=True).fetchall(),
-        )
-        return [StepRecord(*r) for r in rows]
+        return [
+            StepRecord(*r) for r in self._rows("read a journal", self._sql.SELECT_STEPS, (run_id,))
+        ]
 
     def record_steps(self, items: Sequence[_Item]) -> list[_Outcome]:
         """Append journal entries in one commit: one statement, one round trip."""
         if not items:
             return []
-        return self._write("record steps", lambda conn: self._record_rounds(conn, items))
+        several = len(rounds(positions(items))) > 1
+        return self._write(
+            "record steps", lambda conn: self._record_rounds(conn, items), transaction=several
+        )
 
     def _record_rounds(self, conn: _Conn, items: Sequence[_Item]) -> list[_Outcome]:
-        rounds = _rounds(items)
-        if len(rounds) == 1:  # in autocommit, the statement is the transaction
+        """Write entries, a position at most once per statement.
+
+        The same position twice (a 'retry' entry then its successor) cannot be upserted by one
+        statement, so each repeat goes in a later one (the caller opened a transaction).
+        """
+        groups = rounds(positions(items))
+        if len(groups) == 1:
             return self._record(conn, items)
-        # The same position twice (a 'retry' entry then its successor): one statement
-        # cannot upsert a row twice, so each repeat goes in a later statement.
         out: list[_Outcome | None] = [None] * len(items)
-        with conn.transaction():
-            for indexes in rounds:
-                done = self._record(conn, [items[i] for i in indexes])
-                for i, outcome in zip(indexes, done, strict=True):
-                    out[i] = outcome
+        for indexes in groups:
+            done = self._record(conn, [items[i] for i in indexes])
+            for i, outcome in zip(indexes, done, strict=True):
+                out[i] = outcome
         return [o for o in out if o is not None]
 
     def _record(self, conn: _Conn, items: Sequence[_Item]) -> list[_Outcome]:
         """Write entries at distinct positions; explain those that were not written."""
         if len(items) == 1:
-            cur = conn.execute(self._sql.record_step, _step_params(*items[0]), prepare=True)
+            cur = conn.execute(self._sql.RECORD_STEP, step_params(*items[0]), prepare=True)
         else:
-            cur = conn.execute(self._sql.record_steps, _step_arrays(items), prepare=True)
+            cur = conn.execute(self._sql.RECORD_STEPS, step_arrays(items), prepare=True)
         written = set(cur.fetchall())
         missed = [item for item in items if (item[1].run_id, item[1].seq) not in written]
         explained = iter(self._resolve(conn, missed) if missed else [])
         return [rec if (rec.run_id, rec.seq) in written else next(explained) for _, rec in items]
 
+    def _resolve(self, conn: _Conn, items: Sequence[_Item]) -> list[_Outcome]:
+        """Explain writes that wrote nothing: a final entry stands, or the lease is lost."""
+        keys = ([r.run_id for _, r in items], [r.seq for _, r in items])
+        steps = conn.execute(self._sql.SELECT_STEPS_AT, keys, binary=True).fetchall()
+        final = {(s[0], s[1]): StepRecord(*s) for s in steps if s[3] not in NOT_FINAL}
+        runs = self._runs(conn, list({lease.run_id for lease, _ in items}))
+        return [
+            final.get((rec.run_id, rec.seq)) or lease_lost(lease, runs.get(lease.run_id))
+            for lease, rec in items
+        ]
+
     def write_batch(self, batch: Batch) -> BatchResult:
         """Commit new runs, journal entries and completions together.
 
-        A batch of one kind is a single statement in autocommit; a mixed batch is one
-        transaction of up to three statements.
+        Journal entries alone at distinct positions, or runs alone, are one statement in
+        autocommit (runs not inserted are then explained by reads). Completions alone, of
+        distinct runs, are two statements in one implicit transaction and one round trip (see
+        `_complete_at_once`). Anything else is one transaction.
         """
 
         def write(conn: _Conn) -> BatchResult:
@@ -566,28 +512,17 @@ class PostgresStore:
                 completions=self._complete(conn, batch.completions) if batch.completions else [],
             )
 
-        kinds = sum(1 for part in (batch.runs, batch.steps, batch.completions) if part)
-        if kinds <= 1 and len(_rounds(batch.steps)) <= 1:
-            return self._write("write a batch", write)
-
-        def in_transaction(conn: _Conn) -> BatchResult:
-            with conn.transaction():
-                return write(conn)
-
-        return self._write("write a batch", in_transaction)
-
-    def _resolve(self, conn: _Conn, items: Sequence[_Item]) -> list[_Outcome]:
-        """Explain writes that wrote nothing: a final entry stands, or the lease is lost."""
-        keys = ([r.run_id for _, r in items], [r.seq for _, r in items])
-        steps = conn.execute(self._sql.select_steps_at, keys, binary=True).fetchall()
-        final = {(s[0], s[1]): StepRecord(*s) for s in steps if s[3] != STEP_RETRY}
-        ids = list({lease.run_id for lease, _ in items})
-        runs = conn.execute(self._sql.select_runs, (ids,), binary=True).fetchall()
-        by_id = {r[0]: _run_row(r) for r in runs}
-        return [
-            final.get((rec.run_id, rec.seq)) or lease_lost(lease, by_id.get(lease.run_id))
-            for lease, rec in items
-        ]
+        ends = batch.completions
+        if not batch.runs and not batch.steps and len(rounds([c.lease.run_id for c in ends])) == 1:
+            return self._write(
+                "write a batch", lambda c: BatchResult([], [], self._complete_at_once(c, ends))
+            )
+        single = (
+            not batch.completions
+            and not (batch.runs and batch.steps)
+            and len(rounds(positions(batch.steps))) <= 1
+        )
+        return self._write("write a batch", write, transaction=not single)
 
     def record_step_transactionally(
         self, lease: Lease, body: Callable[[Connection], StepRecord]
@@ -618,18 +553,195 @@ class PostgresStore:
             ) from error
         raise error  # outside the except block: the body's error goes on exactly as raised
 
+    # -- waiting, messages, events ----------------------------------------------------------
+
+    def suspend(
+        self,
+        lease: Lease,
+        wake_at: float | None,
+        topics: Sequence[str],
+        runs: Sequence[str],
+        now: float,
+    ) -> bool:
+        """Release the run to WAITING unless what it waits for is already there.
+
+        Locks, in this order: the runs waited for (`FOR SHARE`, by id), the run's own row
+        (`FOR UPDATE`); then checks, each in a statement of its own (see the module docstring).
+        """
+        targets = sorted(set(runs))
+        sql = self._sql
+
+        def txn(conn: _Conn) -> bool:
+            statuses = [r[0] for r in conn.execute(sql.LOCK_TARGETS, (targets,))] if runs else []
+            state = conn.execute(sql.LOCK_RUN, (lease.run_id,)).fetchone()
+            if state is None or state[0] != lease.epoch or state[1] != "RUNNING":
+                raise lease_lost(lease, self._runs(conn, [lease.run_id]).get(lease.run_id))
+            if (
+                topics
+                and conn.execute(sql.PENDING_MESSAGE_ON, (lease.run_id, list(topics))).fetchone()
+            ):
+                return False
+            if len(statuses) < len(targets) or any(s in FINAL_RUN_STATUSES for s in statuses):
+                return False
+            params = {"id": lease.run_id, "epoch": lease.epoch, "wake": wake_at, "now": now}
+            conn.execute(sql.SUSPEND, params)
+            if targets:
+                conn.execute(sql.ADD_WAITS, (lease.run_id, targets))
+            return True
+
+        return self._pooled("suspend a run", txn, transaction=True)
+
+    def send_message(self, message: NewMessage) -> bool:
+        """Put a message in the run's inbox and wake the run if it waits."""
+        m, sql = message, self._sql
+
+        def txn(conn: _Conn) -> bool:
+            row = conn.execute(sql.LOCK_STATUS, (m.run_id,)).fetchone()
+            if row is None:
+                raise WorkflowNotFoundError(m.run_id)
+            if row[0] in FINAL_RUN_STATUSES:
+                raise WorkflowFinishedError(m.run_id, row[0])
+            params = (m.run_id, m.topic, m.payload, m.key, m.created_at)
+            if conn.execute(sql.INSERT_MESSAGE, params).rowcount == 0:
+                return False
+            conn.execute(sql.WAKE_RUN, {"at": m.created_at, "id": m.run_id})
+            return True
+
+        return self._pooled("send a message", txn, transaction=True)
+
+    def consume_message(
+        self, lease: Lease, seq: int, name: str, topic: str, now: float
+    ) -> StepRecord | LeaseLostError | None:
+        """Take the oldest unread message on `topic` and journal it at `seq`."""
+        sql = self._sql
+
+        def txn(conn: _Conn) -> StepRecord | None:
+            existing = conn.execute(sql.SELECT_STEP, (lease.run_id, seq), binary=True).fetchone()
+            if existing is not None and existing[3] not in NOT_FINAL:
+                return StepRecord(*existing)
+            message = conn.execute(sql.TAKE_MESSAGE, (lease.run_id, topic)).fetchone()
+            if message is None:
+                return None
+            started = existing[7] if existing is not None else now
+            record = StepRecord(lease.run_id, seq, name, STEP_OK, message[1], None, 1, started, now)
+            [outcome] = self._record(conn, [(lease, record)])
+            if outcome is not record:
+                raise _Rollback(outcome)  # the message stays unread
+            conn.execute(sql.CONSUME, (now, message[0]))
+            return record
+
+        try:
+            return self._pooled("take a message", txn, transaction=True)
+        except _Rollback as rb:
+            return rb.outcome
+
+    def set_event(
+        self, lease: Lease, record: StepRecord, key: str, value: bytes
+    ) -> StepRecord | LeaseLostError:
+        """Journal `record` and set the run's event, in one transaction."""
+
+        def txn(conn: _Conn) -> _Outcome:
+            [outcome] = self._record(conn, [(lease, record)])
+            if outcome is record:
+                params = (lease.run_id, key, value, record.ended_at)
+                conn.execute(self._sql.UPSERT_EVENT, params)
+            return outcome
+
+        return self._pooled("set an event", txn, transaction=True)
+
+    def get_event(self, run_id: str, key: str) -> bytes | None:
+        """Return the run's event `key`, or None."""
+        rows = self._rows("read an event", self._sql.SELECT_EVENT, (run_id, key))
+        return bytes(rows[0][0]) if rows else None
+
+    # -- control ----------------------------------------------------------------------------
+
+    def cancel_run(self, run_id: str, reason: bytes | None, now: float) -> list[str]:
+        """Cancel the run and its unfinished descendants."""
+
+        def txn(conn: _Conn) -> list[str]:
+            if conn.execute(self._sql.RUN_STATUS, (run_id,)).fetchone() is None:
+                raise WorkflowNotFoundError(run_id)
+            return self._cancel(conn, [run_id], reason, now)
+
+        return self._pooled("cancel a run", txn, transaction=True)
+
+    def expire_runs(self, reason: bytes, now: float) -> list[str]:
+        """Cancel the unfinished runs whose deadline has passed, and their descendants."""
+
+        def txn(conn: _Conn) -> list[str]:
+            expired = [r[0] for r in conn.execute(self._sql.EXPIRED, (now,))]
+            return self._cancel(conn, expired, reason, now) if expired else []
+
+        return self._pooled("expire runs", txn, transaction=True)
+
+    def _cancel(self, conn: _Conn, roots: list[str], reason: bytes | None, now: float) -> list[str]:
+        params = {"roots": roots, "reason": reason, "now": now}
+        cancelled = sorted(r[0] for r in conn.execute(self._sql.CANCEL_TREES, params))
+        if cancelled:
+            self._wake(conn, cancelled, [now] * len(cancelled))
+        return cancelled
+
+    def resume_run(self, run_id: str, now: float) -> RunRow:
+        """Make a cancelled or failed run PENDING again, dropping its failure's entries."""
+
+        def txn(conn: _Conn) -> RunRow:
+            if conn.execute(self._sql.RESUME_RUN, (now, run_id)).rowcount == 1:
+                conn.execute(self._sql.DROP_FAILED_TAIL, {"id": run_id})
+            row = self._runs(conn, [run_id]).get(run_id)
+            if row is None:
+                raise WorkflowNotFoundError(run_id)
+            return row
+
+        return self._pooled("resume a run", txn, transaction=True)
+
+    def fork_run(self, run_id: str, new_id: str, from_seq: int, now: float) -> RunRow:
+        """Create `new_id` from `run_id`'s workflow, input and journal below `from_seq`."""
+        sql = self._sql
+
+        def txn(conn: _Conn) -> RunRow:
+            if conn.execute(sql.RUN_STATUS, (run_id,)).fetchone() is None:
+                raise WorkflowNotFoundError(run_id)
+            params = {"new": new_id, "now": now, "old": run_id}
+            if conn.execute(sql.FORK_RUN, params).rowcount == 0:
+                raise WorkflowConflictError(new_id, "that id already (fork under a new id)")
+            conn.execute(sql.FORK_STEPS, (new_id, run_id, from_seq))
+            return run_row(conn.execute(sql.SELECT_RUN, (new_id,), binary=True).fetchone())
+
+        return self._pooled("fork a run", txn, transaction=True)
+
+    def next_wake_at(self) -> float | None:
+        """Return the earliest timer among waiting runs."""
+        [(value,)] = self._rows("read timers", self._sql.NEXT_WAKE)
+        return None if value is None else float(value)
+
+    def queue_counts(self) -> list[tuple[str, str, int]]:
+        """Return (queue, status, count) rows."""
+        return [(q, st, int(n)) for q, st, n in self._rows("count queues", self._sql.QUEUE_COUNTS)]
+
+    def advance_schedule(self, name: str, previous: float | None, tick: float) -> bool:
+        """Compare-and-set schedule `name`'s latest tick (one statement)."""
+        sql, params = self._sql.INSERT_TICK, [name, tick]
+        if previous is not None:
+            sql, params = self._sql.ADVANCE_TICK, [tick, name, previous]
+        return self._pooled("advance a schedule", lambda c: c.execute(sql, params).rowcount == 1)
+
+    def last_tick(self, name: str) -> float | None:
+        """Return schedule `name`'s latest tick."""
+        rows = self._rows("read a schedule", self._sql.LAST_TICK, (name,))
+        return float(rows[0][0]) if rows else None
+
     # -- workers and claims -----------------------------------------------------------------
 
     def register_worker(self, worker: WorkerRow) -> None:
         """Insert the worker's row and forget workers silent for a day."""
-        params = _WORKER_FIELDS(worker)  # the columns of UPSERT_WORKER, in order
+        params = WORKER_FIELDS(worker)  # the columns of UPSERT_WORKER, in order
 
         def write(conn: _Conn) -> None:
-            with conn.transaction():
-                conn.execute(self._sql.prune_workers, (worker.heartbeat_at - 86400.0,))
-                conn.execute(self._sql.upsert_worker, params)
+            conn.execute(self._sql.PRUNE_WORKERS, (worker.heartbeat_at - 86400.0,))
+            conn.execute(self._sql.UPSERT_WORKER, params)
 
-        self._write("register a worker", write)
+        self._write("register a worker", write, transaction=True)
 
     def heartbeat(self, worker_id: str, now: float) -> bool:
         """Refresh the worker's heartbeat.
@@ -639,41 +751,87 @@ class PostgresStore:
         """
         return self._pooled(
             "record a heartbeat",
-            lambda c: c.execute(self._sql.heartbeat, (now, worker_id), prepare=True).rowcount == 1,
+            lambda c: c.execute(self._sql.HEARTBEAT, (now, worker_id), prepare=True).rowcount == 1,
         )
 
     def list_workers(self) -> list[WorkerRow]:
         """Return the workers that have not stopped."""
-        rows = self._pooled(
-            "list workers", lambda c: c.execute(self._sql.select_workers, binary=True).fetchall()
-        )
-        return [WorkerRow(*r) for r in rows]
+        return [WorkerRow(*r) for r in self._rows("list workers", self._sql.SELECT_WORKERS)]
 
     def stop_workers(self, worker_ids: Sequence[str], now: float) -> None:
         """Mark the workers stopped."""
         if worker_ids:
             params = (now, list(worker_ids))
-            self._write("stop workers", lambda c: c.execute(self._sql.stop_workers, params))
+            self._write("stop workers", lambda c: c.execute(self._sql.STOP_WORKERS, params))
 
     def claim_runs(
-        self, worker_id: str, names: Sequence[str], limit: int, now: float, lease_ttl: float
+        self,
+        worker_id: str,
+        names: Sequence[str],
+        limit: int,
+        now: float,
+        lease_ttl: float,
+        queues: Sequence[QueueLimits] = (),
     ) -> list[tuple[Lease, RunRow]]:
-        """Claim unowned or orphaned runs, oldest first, in one statement."""
+        """Claim due runs (one statement), then queued runs within their queues' limits.
+
+        With queues, one transaction: the queues' advisory locks, taken in one order (by key)
+        before any is counted, are held to its end.
+        """
         if not names or limit <= 0:
             return []
-        alive_after = now - lease_ttl
-        params = {"names": list(names), "limit": limit, "alive_after": alive_after}
-        params.update(worker=worker_id, now=now)
-        rows = self._write(
-            "claim runs",
-            lambda c: c.execute(self._sql.claim_runs, params, prepare=True, binary=True).fetchall(),
-        )
-        runs = sorted((_run_row(r) for r in rows), key=lambda r: (r.created_at, r.id))
+        due: dict[str, Any] = {"names": list(names), "limit": limit, "worker": worker_id}
+        due.update(alive_after=now - lease_ttl, now=now)
+
+        def claim(conn: _Conn) -> list[RunRow]:
+            rows = conn.execute(self._sql.CLAIM_DUE, due, prepare=True, binary=True).fetchall()
+            claimed = [run_row(r) for r in rows]
+            if queues and len(claimed) < limit:
+                keys = sorted({f"{self.schema}:{q.name}" for q in queues})
+                conn.execute(LOCK_QUEUES, (keys,))
+                for q in queues:
+                    room = limit - len(claimed)
+                    if room <= 0:
+                        break
+                    claimed += self._claim_queued(conn, q, worker_id, names, room, now)
+            return claimed
+
+        claimed = self._write("claim runs", claim, transaction=bool(queues))
+        runs = sorted(claimed, key=lambda r: (r.created_at, r.id))
         return [(Lease(r.id, worker_id, r.epoch), r) for r in runs]
+
+    def _claim_queued(
+        self,
+        conn: _Conn,
+        q: QueueLimits,
+        worker_id: str,
+        names: Sequence[str],
+        room: int,
+        now: float,
+    ) -> list[RunRow]:
+        """Claim what `q`'s limits allow now (its advisory lock held), highest priority first."""
+        since = None if q.rate_limit is None else now - q.rate_limit[1]
+        load = {"queue": q.name, "worker": worker_id, "since": since}
+        active, mine, recent = conn.execute(self._sql.QUEUE_LOAD, load).fetchone() or (0, 0, 0)
+        allowed = room
+        if q.concurrency is not None:
+            allowed = min(allowed, q.concurrency - active)
+        if q.worker_concurrency is not None:
+            allowed = min(allowed, q.worker_concurrency - mine)
+        if q.rate_limit is not None:
+            allowed = min(allowed, q.rate_limit[0] - recent)
+        if allowed <= 0:
+            return []
+        params = {"queue": q.name, "names": list(names), "allowed": allowed}
+        params.update(worker=worker_id, now=now, per_partition=q.partition_concurrency)
+        sql = self._sql.CLAIM_QUEUED
+        if q.partition_concurrency is not None:
+            sql = self._sql.CLAIM_QUEUED_PARTITIONED
+        return [run_row(r) for r in conn.execute(sql, params, binary=True).fetchall()]
 
 
 class _Rollback(Exception):
-    """Carries a transactional step's outcome out of a transaction that must not commit."""
+    """Carries an outcome out of a transaction that must not commit."""
 
     def __init__(self, outcome: _Outcome) -> None:
         self.outcome = outcome
@@ -685,6 +843,13 @@ class _BodyFailed(Exception):
     def __init__(self, error: Exception, broken: bool) -> None:
         self.error = error
         self.broken = broken
+
+
+def _run(conn: _Conn, fn: Callable[[_Conn], T], transaction: bool) -> T:
+    if not transaction:
+        return fn(conn)  # in autocommit, each statement is its own transaction
+    with conn.transaction():
+        return fn(conn)
 
 
 def _connect_kwargs(params: dict[str, Any], settings: Settings) -> dict[str, Any]:
@@ -707,39 +872,3 @@ def _scalar(conn: _Conn, sql: str, params: Sequence[Any] = ()) -> Any:
     if row is None:
         raise CorruptRowError(f"expected a row from {sql!r}")
     return row[0]
-
-
-def _rounds(items: Sequence[_Item]) -> list[list[int]]:
-    """Group item indexes so no group repeats a journal position: the n-th repeat, group n."""
-    rounds: list[list[int]] = []
-    seen: dict[tuple[str, int], int] = {}
-    for i, (_, rec) in enumerate(items):
-        n = seen.get((rec.run_id, rec.seq), 0)
-        seen[(rec.run_id, rec.seq)] = n + 1
-        if n == len(rounds):
-            rounds.append([])
-        rounds[n].append(i)
-    return rounds
-
-
-def _new_run_params(run: NewRun) -> tuple[Any, ...]:
-    """Parameters for `INSERT_RUN`: the run's fields in order, status, epoch, updated_at."""
-    status, epoch = ("RUNNING", 1) if run.owner else ("PENDING", 0)
-    return (*_NEW_RUN_FIELDS(run), status, epoch, run.created_at)
-
-
-def _step_params(lease: Lease, record: StepRecord) -> tuple[Any, ...]:
-    """Parameters for `RECORD_STEP`: the record's fields in order, then the lease's."""
-    return (*_STEP_FIELDS(record), lease.run_id, lease.epoch)
-
-
-def _step_arrays(items: Sequence[_Item]) -> list[list[Any]]:
-    """Parameters for `RECORD_STEPS`: one array per parameter of `RECORD_STEP`."""
-    return [list(column) for column in zip(*(_step_params(*item) for item in items), strict=True)]
-
-
-def _run_row(row: Sequence[Any] | None) -> RunRow:
-    try:
-        return RunRow(*(row or ()))
-    except TypeError as exc:
-        raise CorruptRowError(f"a run row has an unexpected shape: {exc}") from None

@@ -12,6 +12,10 @@ CREATE INDEX runs_waiting ON runs (wake_at) WHERE status = 'WAITING';
 CREATE INDEX runs_by_queue ON runs (queue, status, priority, created_at) WHERE queue IS NOT NULL;
 CREATE INDEX runs_by_parent ON runs (parent_id) WHERE parent_id IS NOT NULL;
 CREATE INDEX runs_deadlines ON runs (deadline_at) WHERE deadline_at IS NOT NULL;
+-- A claim's PENDING runs outside queues, and a queue's starts within its rate window: without
+-- these a poll reads every queued run, and a rate-limited claim the queue's whole history.
+CREATE INDEX runs_pending_unqueued ON runs (created_at) WHERE status = 'PENDING' AND queue IS NULL;
+CREATE INDEX runs_queue_starts ON runs (queue, started_at) WHERE queue IS NOT NULL;
 -- A deduplication id is taken while a run holding it is unfinished.
 CREATE UNIQUE INDEX runs_dedup ON runs (queue, dedup_id)
     WHERE dedup_id IS NOT NULL AND status IN ('PENDING', 'RUNNING', 'WAITING');
