@@ -11,13 +11,7 @@ import tether
 from tests.conftest import MakeApp
 from tether.cli.main import app as cli
 
-
-def invoke(app: tether.App, *args: str):
-    env = {
-        "TETHER_DATABASE_URL": app.settings.database_url or "",
-        "TETHER_PG_SCHEMA": app.settings.pg_schema,
-    }
-    return CliRunner().invoke(cli, list(args), env=env)
+from .helpers import invoke
 
 
 @pytest.fixture

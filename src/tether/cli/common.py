@@ -1,22 +1,27 @@
-"""What every command shares: the database option, payload display, output helpers."""
+"""What every command shares: the database option, errors, payload display, output helpers."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import dataclasses
 import datetime
 import json
-from collections.abc import Iterator
-from typing import Annotated, Any
+from collections.abc import Callable, Coroutine, Iterator
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from tether.codec import Codec
+from tether.engine.app import App
 from tether.errors import TetherError
 from tether.settings import Settings
 from tether.store import open_store
 from tether.store.base import Store
+
+T = TypeVar("T")
 
 DbOption = Annotated[
     str | None,
@@ -30,15 +35,29 @@ DbOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
 
 out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def fail(message: str) -> NoReturn:
+    """Print `message` as an error and exit with code 1."""
+    err.print(f"[red]error:[/red] {escape(message)}")
+    raise typer.Exit(1)
+
+
+@contextlib.contextmanager
+def reported() -> Iterator[None]:
+    """Turn a `TetherError` raised inside into its message and exit code 1."""
+    try:
+        yield
+    except TetherError as exc:
+        fail(str(exc))
 
 
 @contextlib.contextmanager
 def opened(db: str | None, *, migrate: bool = False) -> Iterator[Store]:
     """Open the store named by `--db`, turning tether errors into a message and exit code 1."""
-    try:
-        settings = Settings.from_env(database_url=db)
-        store = open_store(settings)
+    with reported():
+        store = open_store(Settings.from_env(database_url=db))
         try:
             if migrate:
                 store.migrate()
@@ -47,9 +66,24 @@ def opened(db: str | None, *, migrate: bool = False) -> Iterator[Store]:
             yield store
         finally:
             store.close()
-    except TetherError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from None
+
+
+def call(db: str | None, action: Callable[[App], Coroutine[Any, Any, T]]) -> T:
+    """Run `action` with a client `App` of the `--db` database and return what it returns.
+
+    The app is not entered, so it executes nothing: a worker with the workflows registered
+    does. The database must be migrated already; tether errors become a message and exit 1.
+    """
+    # `opened` first: an App migrates its database on first use, and only `tether migrate`
+    # (or a worker) should change the schema.
+    with opened(db):
+        pass
+    with reported():
+        app = App(settings=Settings.from_env(database_url=db))
+        try:
+            return asyncio.run(action(app))
+        finally:
+            app.close()
 
 
 def payload(codec: Codec, data: bytes | None) -> Any:

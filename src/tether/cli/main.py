@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from tether.cli import workflows
+from tether.cli import messages, queues, workflows
 from tether.cli.common import DbOption, opened, out
 from tether.store import migrate as migrations
 
@@ -16,6 +16,8 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(workflows.app, name="workflows")
+app.add_typer(queues.app, name="queues")
+app.command("send")(messages.send)
 
 
 @app.command()

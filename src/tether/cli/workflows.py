@@ -1,12 +1,16 @@
-"""`tether workflows list|show`."""
+"""`tether workflows list|show|cancel|resume|fork`."""
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
+from tether.cli import control
 from tether.cli.common import DbOption, JsonOption, duration, err, opened, out, payload, print_json
 from tether.cli.common import when as fmt_when
 from tether.codec import Codec
@@ -14,7 +18,7 @@ from tether.engine.failures import error_summary
 from tether.status import Status
 from tether.store.base import RunFilter, RunRow, StepRecord
 
-app = typer.Typer(help="List and inspect workflow runs.", no_args_is_help=True)
+app = typer.Typer(help="List, inspect and control workflow runs.", no_args_is_help=True)
 
 _STYLE = {
     "SUCCEEDED": "green",
@@ -56,9 +60,12 @@ def list_runs(
     if as_json:
         print_json([_run_summary(r) for r in runs])
         return
+    extras = [c for c in _EXTRA_COLUMNS if any(c.cell(r) != "-" for r in runs)]
     table = Table(box=None, header_style="bold")
     for column in ("ID", "WORKFLOW", "STATUS", "CREATED (UTC)", "DURATION", "RECOVERIES"):
         table.add_column(column)
+    for extra in extras:
+        table.add_column(extra.title)
     for r in runs:
         table.add_row(
             r.id,
@@ -67,6 +74,7 @@ def list_runs(
             fmt_when(r.created_at),
             duration(r.created_at, r.finished_at),
             str(r.recoveries),
+            *(escape(extra.cell(r)) for extra in extras),
         )
     out.print(table)
     if not runs:
@@ -100,6 +108,9 @@ def show(
         f"duration {duration(run.created_at, run.finished_at)}"
     )
     out.print(f"owner {run.owner or '-'}  epoch {run.epoch}  recoveries {run.recoveries}")
+    placement = "  ".join(f"{c.label} {c.cell(run)}" for c in _EXTRA_COLUMNS if c.cell(run) != "-")
+    if placement:
+        out.print(placement, markup=False)
     out.print(f"input  {detail['input']}")
     if detail["output"] is not None:
         out.print(f"output {detail['output']}")
@@ -110,7 +121,6 @@ def show(
     for column in ("#", "STEP", "STATUS", "ATTEMPTS", "STARTED (UTC)", "DURATION", "RESULT"):
         table.add_column(column)
     for s in detail["steps"]:
-        result = s["output"] if s["status"] == "ok" else f"{s['error_type']}: {s['error_message']}"
         table.add_row(
             str(s["seq"]),
             s["name"],
@@ -118,7 +128,7 @@ def show(
             str(s["attempts"]),
             fmt_when(s["started_at"]),
             duration(s["started_at"], s["ended_at"]),
-            _short(result),
+            _short(_result(s)),
         )
     out.print(table)
 
@@ -132,6 +142,12 @@ def _run_summary(r: RunRow) -> dict[str, Any]:
         "finished_at": r.finished_at,
         "recoveries": r.recoveries,
         "owner": r.owner,
+        "queue": r.queue,
+        "partition": r.partition,
+        "priority": r.priority,
+        "started_at": r.started_at,
+        "deadline_at": r.deadline_at,
+        "wake_at": _wake_at(r),
     }
 
 
@@ -169,6 +185,38 @@ def _step_detail(codec: Codec, s: StepRecord) -> dict[str, Any]:
     }
 
 
+@dataclasses.dataclass(frozen=True)
+class _Extra:
+    """An attribute most runs lack: a column in `list` only when a listed run has it."""
+
+    title: str
+    label: str
+    cell: Callable[[RunRow], str]
+
+
+_EXTRA_COLUMNS = (
+    _Extra("QUEUE", "queue", lambda r: r.queue or "-"),
+    _Extra("PARTITION", "partition", lambda r: r.partition or "-"),
+    _Extra("PRIORITY", "priority", lambda r: str(r.priority) if r.priority else "-"),
+    _Extra("DEADLINE (UTC)", "deadline", lambda r: fmt_when(r.deadline_at)),
+    _Extra("WAKES (UTC)", "wakes", lambda r: fmt_when(_wake_at(r))),
+)
+
+
+def _wake_at(r: RunRow) -> float | None:
+    # Only a WAITING run has a wake-up time that means anything.
+    return r.wake_at if r.status == Status.WAITING else None
+
+
+def _result(step: dict[str, Any]) -> Any:
+    if step["status"] == "ok":
+        return step["output"]
+    if step["error_type"] is not None:
+        return f"{step['error_type']}: {step['error_message']}"
+    # A wait in progress: its deadline, if it has one.
+    return f"until {fmt_when(step['retry_at'])}" if step["retry_at"] is not None else "-"
+
+
 def _styled(status: str) -> str:
     color = _STYLE.get(status)
     return f"[{color}]{status}[/{color}]" if color else status
@@ -177,3 +225,8 @@ def _styled(status: str) -> str:
 def _short(value: Any, width: int = 60) -> str:
     text = str(value)
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+app.command("cancel")(control.cancel)
+app.command("resume")(control.resume)
+app.command("fork")(control.fork)
