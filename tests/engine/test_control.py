@@ -80,14 +80,14 @@ async def test_cancel__from_another_process__worker_notices(make_app: MakeApp):
         await worker.start("chain", id="remote")
         await eventually(lambda: ledger["work-1"] == 1, what="step 1 running")
         await client.cancel("remote")
-        assert worker._worker is not None
-        await eventually(
-            lambda: (
-                "remote" not in worker._worker.running
-                or worker._worker.running["remote"][0].cancelled
-            ),  # type: ignore[union-attr]
-            what="the worker to notice",
-        )
+        runner = worker._worker
+        assert runner is not None
+
+        def noticed() -> bool:
+            entry = runner.running.get("remote")
+            return entry is None or (entry[0] is not None and entry[0].cancelled)
+
+        await eventually(noticed, what="the worker to notice")
         gate.set()
         with pytest.raises(tether.WorkflowCancelledError):
             await client.retrieve("remote").result(timeout=10)
