@@ -211,3 +211,13 @@ async def test_deadline__per_run_option_survives_restart(make_app: MakeApp):
     async with second:
         with pytest.raises(tether.WorkflowCancelledError, match="deadline"):
             await second.retrieve("s").result(timeout=10)
+
+
+async def test_resume__pending_or_running_run__refused(app: tether.App):
+    @app.workflow(name="idle")
+    async def idle() -> None:
+        return None
+
+    await app.start(idle, id="pending")  # not entered: stays PENDING
+    with pytest.raises(tether.TetherError, match="PENDING"):
+        await app.resume("pending")

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from tether.engine import checks, failures
 from tether.engine.handle import WorkflowHandle
-from tether.errors import TetherError, WorkflowCancelledError
+from tether.errors import TetherError, WorkflowCancelledError, WorkflowNotFoundError
 from tether.store.base import NewMessage
 
 if TYPE_CHECKING:
@@ -69,12 +69,15 @@ async def cancel(app: App, workflow_id: str) -> list[str]:
 
 async def resume(app: App, workflow_id: str) -> WorkflowHandle[Any]:
     """Make a cancelled or failed run continue from its journal."""
-    row = await app._db(app.store.resume_run, workflow_id, app._now())
-    if row.status != "PENDING":
+    before = await app._db(app.store.get_run, workflow_id)
+    if before is None:
+        raise WorkflowNotFoundError(workflow_id)
+    if before.status not in ("CANCELLED", "FAILED"):
         raise TetherError(
-            f"workflow {workflow_id!r} is {row.status}; only a CANCELLED or FAILED run can be "
-            "resumed"
+            f"workflow {workflow_id!r} is {before.status}; only a CANCELLED or FAILED run can "
+            "be resumed"
         )
+    row = await app._db(app.store.resume_run, workflow_id, app._now())
     if app._worker is not None:
         app._worker.wake_claims()
     return WorkflowHandle(app, workflow_id, row.name)
