@@ -13,6 +13,8 @@ import asyncio
 import datetime
 import json
 import platform
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +39,23 @@ def run_backend(backend: str, quick: bool) -> dict[str, Any]:
         out["concurrent"][conc] = r["steps_per_s"]
     with fresh_database(backend) as env:
         out["recovery"] = bench_recovery.measure(env, n=100, steps=10, sleep_ms=10.0)
+    if backend != "sqlite-full":
+        out["waiting"] = waiting(backend, 2_000 if quick else 10_000)
     return out
+
+
+def waiting(backend: str, n: int) -> dict[str, Any]:
+    """bench_waiting in a process of its own, so its memory figures are its own."""
+    script = Path(__file__).parent / "bench_waiting.py"
+    done = subprocess.run(
+        [sys.executable, str(script), "--backend", backend, "--n", str(n)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    line = next(ln for ln in done.stdout.splitlines() if ln.startswith("RESULT "))
+    result: dict[str, Any] = json.loads(line.removeprefix("RESULT "))
+    return result
 
 
 def report(floor: dict[str, float], results: dict[str, dict[str, Any]]) -> list[str]:
@@ -59,6 +77,19 @@ def report(floor: dict[str, float], results: dict[str, dict[str, Any]]) -> list[
     row("  64 vs floor rate", lambda b, r: f"{r['concurrent'][64] * floor[f'{b}_us'] / 1e6:.1f}x")
     row("restart->1st step", lambda b, r: f"{r['recovery']['restart_to_first_step_s']:.3f} s")
     row("app start->1st step", lambda b, r: f"{r['recovery']['app_start_to_first_step_s']:.3f} s")
+    row("waiting runs", lambda b, r: f"{r['waiting']['n']:,}" if "waiting" in r else "-")
+    row(
+        "  RSS, all waiting",
+        lambda b, r: f"{r['waiting']['rss_all_waiting_mb']:.0f} MB" if "waiting" in r else "-",
+    )
+    row(
+        "  RSS, peak",
+        lambda b, r: f"{r['waiting']['rss_peak_mb']:.0f} MB" if "waiting" in r else "-",
+    )
+    row(
+        "  wake all by msgs",
+        lambda b, r: f"{r['waiting']['wake_all_by_messages_s']:.1f} s" if "waiting" in r else "-",
+    )
     row("re-ran checkpointed", lambda b, r: str(r["recovery"]["reran_checkpointed_steps"]))
     row(
         "writes per step",
