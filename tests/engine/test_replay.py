@@ -282,3 +282,32 @@ async def test_poison_pill__too_many_recoveries__run_failed(make_app: MakeApp):
             await final.retrieve("poison").result(timeout=10)
     assert isinstance(info.value.cause, tether.RecoveryLimitError)
     assert [r.status for r in final.store.list_runs(RunFilter())] == ["FAILED"]
+
+
+async def test_start__existing_run_claimed_here_meanwhile__not_run_from_scratch(
+    make_app: MakeApp,
+):
+    """app.start of an id this worker has just claimed (and not launched yet) must not run it
+    again with an empty journal: the claim launches it, with its journal."""
+    ledger: Counter[str] = Counter()
+    gate = asyncio.Event()
+    a, b = make_app(), make_app(poll_interval=60.0)
+    define(a, ledger, gate)
+    define(b, ledger, None)
+    async with a:
+        await a.start("six", id="race")
+        await wait_for_steps(a, "race", 3)
+        worker_a = a._worker
+        assert worker_a is not None
+        async with b:
+            worker_b = b._worker
+            assert worker_b is not None
+            b.store.stop_workers([worker_a.id], worker_b.clock.now())  # a "dies"
+            [(lease, row)] = b.store.claim_runs(worker_b.id, ["six"], 10, worker_b.clock.now(), 2.0)
+            await b.start("six", id="race")  # the claim loop has not launched it yet
+            assert "race" not in worker_b.running
+            worker_b._launch_claimed(lease, row)
+            assert await b.retrieve("race").result(timeout=10) == [0, 10, 20, 30, 40, 50]
+        gate.set()
+    assert ledger["work-0"] == 1
+    assert ledger["work-1"] == 1

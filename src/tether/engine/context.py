@@ -12,7 +12,7 @@ import contextvars
 import dataclasses
 import threading
 import uuid
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tether.errors import NotInWorkflowError
 from tether.store.base import Lease, StepRecord
@@ -46,6 +46,7 @@ class Execution:
         "lease",
         "run_id",
         "spec",
+        "wait_tasks",
         "waits",
         "worker",
     )
@@ -69,6 +70,7 @@ class Execution:
         self.fatal: BaseException | None = None
         self.inflight = 0  # step attempts running now
         self.waits: dict[int, Wait] = {}  # durable waits in progress, by journal position
+        self.wait_tasks: set[asyncio.Task[Any]] = set()  # their tasks, unwound on eviction
         self._seq = 0
         self._async_signal: asyncio.Event | None = None
         self._thread_signal = threading.Event()

@@ -140,12 +140,15 @@ class Starter:
         else:
             owned = dataclasses.replace(new, owner=worker.id)
             try:
-                row, _ = await worker.committer.acreate(owned)
+                row, created = await worker.committer.acreate(owned)
             finally:
                 worker.unreserve()
-            # Ours to run if we own it and it is not running here yet: just created, or
-            # created by a write whose acknowledgement was lost and retried.
-            if row.owner == worker.id and row.status == "RUNNING" and run_id not in worker.running:
+            # A first execution (empty journal) only for the row this call inserted: just
+            # created, or created by a write whose acknowledgement was lost and retried (then
+            # the stored row is ours to the float: our creation time, first epoch). A run
+            # this worker merely claimed meanwhile is launched by the claim, with its journal.
+            ours = created or (row.created_at == owned.created_at and row.epoch == 1)
+            if ours and row.owner == worker.id and row.status == "RUNNING":
                 worker.launch(spec, Lease(run_id, worker.id, row.epoch), payload, 0, journal=[])
         return WorkflowHandle(app, run_id, spec.name)
 

@@ -143,7 +143,7 @@ async def wait_async(
     ex.waits[pos.seq] = wait
     task = asyncio.current_task()
     if task is not None:
-        ex.worker.wait_tasks.setdefault(ex.run_id, set()).add(task)
+        ex.wait_tasks.add(task)
     window = _Window(pos, wait)
     try:
         while True:
@@ -164,7 +164,7 @@ async def wait_async(
     finally:
         ex.waits.pop(pos.seq, None)
         if task is not None:
-            ex.worker.wait_tasks.get(ex.run_id, set()).discard(task)
+            ex.wait_tasks.discard(task)
 
 
 def wait_sync(
@@ -206,7 +206,7 @@ def _suspend(ex: Execution) -> tuple[bool, float | None]:
     wake_at = min(deadlines) if deadlines else None
     topics = sorted({w.topic for w in waits if w.topic is not None})
     runs = sorted({w.run for w in waits if w.run is not None})
-    ex.evicting = True
+    ex.evicting = True  # stays set once suspended: the run may be claimed again at once
     try:
         suspended = retrying(
             lambda: worker.store.suspend(ex.lease, wake_at, topics, runs, worker.clock.now()),
@@ -214,7 +214,7 @@ def _suspend(ex: Execution) -> tuple[bool, float | None]:
             "suspend a run",
         )
     except LeaseLostError as exc:
-        raise ex.fail(exc) from None
-    finally:
         ex.evicting = False
+        raise ex.fail(exc) from None
+    ex.evicting = suspended
     return suspended, wake_at

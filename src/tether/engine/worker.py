@@ -104,7 +104,6 @@ class Worker:
         )
         self.running: dict[str, tuple[Execution | None, asyncio.Task[None]]] = {}
         self.results: dict[str, asyncio.Future[Outcome | None]] = {}
-        self.wait_tasks: dict[str, set[asyncio.Task[Any]]] = {}
         self._start_tick = start_tick
         self._reserved = 0
         self._backlog = False  # runs were left PENDING here for want of room
@@ -179,9 +178,18 @@ class Worker:
         recoveries: int,
         journal: list[StepRecord] | None,
     ) -> None:
-        """Execute a run this worker owns; `journal=None` means read it first (a resumption)."""
+        """Execute a run this worker owns; `journal=None` means read it first (a resumption).
+
+        A run already executing here is not launched twice.
+        """
+        existing = self.running.get(lease.run_id)
+        if existing is not None and not _leaving(existing[0]):
+            log.warning("run %s is already executing here; not launched again", lease.run_id)
+            return
         loop = asyncio.get_running_loop()
-        self.results[lease.run_id] = loop.create_future()
+        waiter = self.results.get(lease.run_id)
+        if waiter is None or waiter.done():  # else: handles already wait on it
+            self.results[lease.run_id] = loop.create_future()
         task = loop.create_task(
             self._run(spec, lease, payload, recoveries, journal), name=f"tether-run-{lease.run_id}"
         )
@@ -219,8 +227,10 @@ class Worker:
             self._finished(run_id, outcome)
 
     def _finished(self, run_id: str, outcome: Outcome | None) -> None:
+        entry = self.running.get(run_id)
+        if entry is not None and entry[1] is not asyncio.current_task():
+            return  # evicted, and already claimed again by a newer execution here
         self.running.pop(run_id, None)
-        self.wait_tasks.pop(run_id, None)
         waiter = self.results.pop(run_id, None)
         if waiter is not None and not waiter.done():
             waiter.set_result(outcome)  # None: the handle reads the outcome from the store
@@ -260,7 +270,7 @@ class Worker:
     def _after_eviction(
         self, ex: Execution, wake_at: float | None, evicting: asyncio.Task[Any] | None
     ) -> None:
-        for task in self.wait_tasks.pop(ex.run_id, set()):
+        for task in list(ex.wait_tasks):
             if task is not evicting:
                 task.cancel()
         if wake_at is not None:
@@ -449,3 +459,8 @@ def _poison(run_id: str, recoveries: int) -> Outcome:
         "show`, fix the cause, then start it again under a new id"
     )
     return Status.FAILED, None, failures.encode_error(error)
+
+
+def _leaving(ex: Execution | None) -> bool:
+    """Whether an execution is on its way out (evicted or abandoned), so the run may start anew."""
+    return ex is not None and (ex.abandoned or ex.evicting)
