@@ -24,6 +24,13 @@ if TYPE_CHECKING:
 _KEY_NAMESPACE = uuid.UUID("6f1c2d0e-8a47-4e0b-9a3e-2b1f5c7d9e10")
 
 
+class Abandoned(BaseException):
+    """Unwinds a run this worker gives up (cancelled, evicted, shut down, lease lost).
+
+    A BaseException, so that workflow code's `except Exception` cannot swallow it.
+    """
+
+
 class Execution:
     """The in-memory state of one run that this worker executes.
 
@@ -97,6 +104,13 @@ class Execution:
         """Wait up to `seconds` for `notify` (plain `def` workflows, on their thread)."""
         self._thread_signal.wait(seconds)
         self._thread_signal.clear()
+
+    def ensure_active(self) -> None:
+        """Raise if the run must not go on here: `Abandoned`, or its fatal error."""
+        if self.abandoned or self.cancelled:
+            raise Abandoned
+        if self.fatal is not None:
+            raise self.fatal
 
     def fail(self, error: BaseException) -> BaseException:
         """Make `error` fatal to the run and return the run's first fatal error.

@@ -41,13 +41,6 @@ from tether.errors import (
 from tether.store.base import STEP_ERROR, STEP_OK, STEP_RETRY, StepRecord
 
 
-class Abandoned(BaseException):
-    """Unwinds a run this worker has given up (shutdown, lost lease).
-
-    A BaseException, so that workflow code's `except Exception` cannot swallow it.
-    """
-
-
 @dataclasses.dataclass(slots=True)
 class StepSpec:
     """A decorated step function and its options."""
@@ -91,11 +84,7 @@ class StepCall:
 
     def check(self) -> None:
         """Refuse to go on in a run this worker has given up."""
-        ex = self.ex
-        if ex.abandoned or ex.cancelled:
-            raise Abandoned
-        if ex.fatal is not None:
-            raise ex.fatal
+        self.ex.ensure_active()
 
     def replay(self) -> tuple[bool, Any]:
         """Return (True, value) if the journal holds this call's outcome, else (False, None).

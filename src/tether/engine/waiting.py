@@ -21,9 +21,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from tether.engine.context import Execution, StepFrame, Wait, current
+from tether.engine.context import Abandoned, Execution, StepFrame, Wait, current
 from tether.engine.journal import retrying
-from tether.engine.step import Abandoned
 from tether.errors import LeaseLostError, NonDeterminismError, NotInWorkflowError
 from tether.store.base import NOT_FINAL, STEP_OK, STEP_WAIT, StepRecord
 
@@ -56,11 +55,7 @@ class Position:
 
     def check(self) -> None:
         """Refuse to go on in a run that is cancelled, evicted or lost to this worker."""
-        ex = self.ex
-        if ex.abandoned or ex.cancelled:
-            raise Abandoned
-        if ex.fatal is not None:
-            raise ex.fatal
+        self.ex.ensure_active()
 
     def replay(self) -> StepRecord | None:
         """Return the entry journaled here (final or a wait in progress), or None."""

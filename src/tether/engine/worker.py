@@ -28,10 +28,9 @@ from typing import Any, TypeVar
 from tether.clock import SystemClock
 from tether.codec import Codec
 from tether.engine import failures, process, schedules
-from tether.engine.context import Execution
+from tether.engine.context import Abandoned, Execution
 from tether.engine.journal import Committer, retrying
 from tether.engine.queues import Queue
-from tether.engine.step import Abandoned
 from tether.engine.workflow import Outcome, WorkflowSpec, execute
 from tether.errors import (
     DeadlineExceededError,
