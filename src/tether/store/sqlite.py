@@ -4,12 +4,15 @@ Writes go through one connection guarded by a lock (SQLite has one writer at a t
 reads use a second connection, which WAL lets run beside a write. Several processes may share
 the file: write transactions start with `BEGIN IMMEDIATE`, so they queue on the busy timeout
 instead of failing halfway.
+
+The calls for waiting, messages, events, control and schedules, with the completions and
+queue admission the store shares with them, live in `sqlite_coordination` (the mixin
+`SqliteCoordination`, which `SqliteStore` inherits).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sqlite3
 import threading
@@ -23,39 +26,36 @@ from tether.errors import (
     StoreError,
     StoreUnavailableError,
     WorkflowConflictError,
-    WorkflowFinishedError,
-    WorkflowNotFoundError,
 )
 from tether.store import migrate
 from tether.store import sqlite_sql as sql
 from tether.store.base import (
-    FINAL_RUN_STATUSES,
-    NOT_FINAL,
-    STEP_OK,
     Batch,
     BatchResult,
     Completion,
     Connection,
     Lease,
-    NewMessage,
     NewRun,
     QueueLimits,
     RunFilter,
     RunRow,
     StepRecord,
     WorkerRow,
-    completion_refused,
     conflict,
-    lease_lost,
+)
+from tether.store.sqlite_coordination import (
+    SqliteCoordination,
+    _claim_from_queue,
+    _complete,
+    _json_list,
+    _record,
+    _Rollback,
+    _run_row,
 )
 
 T = TypeVar("T")
 
 _UNAVAILABLE = ("locked", "busy", "disk i/o", "full", "unable to open", "readonly")
-
-
-def _json_list(values: Sequence[str]) -> str:
-    return json.dumps(list(values))
 
 
 def _translate(exc: sqlite3.Error, what: str) -> StoreError:
@@ -82,7 +82,7 @@ def _translated(what: str) -> Iterator[None]:
         raise _translate(exc, what) from exc
 
 
-class SqliteStore:
+class SqliteStore(SqliteCoordination):
     """A `Store` on a SQLite file.
 
     Args:
@@ -225,13 +225,6 @@ class SqliteStore:
         if refused is not None:
             raise refused
 
-    def run_statuses(self, run_ids: Sequence[str]) -> dict[str, str]:
-        """Return the status of each of these runs that exists."""
-        rows = self._read(
-            "read statuses", lambda c: c.execute(sql.RUN_STATUSES, (_json_list(run_ids),))
-        )
-        return {r[0]: r[1] for r in rows}
-
     # -- journal ----------------------------------------------------------------------------
 
     def load_steps(self, run_id: str) -> list[StepRecord]:
@@ -293,179 +286,6 @@ class SqliteStore:
         except _BodyFailed as failed:
             error = failed.error
         raise error  # the body's own error (even a sqlite3 one) goes on exactly as raised
-
-    # -- waiting, messages, events ----------------------------------------------------------
-
-    def suspend(
-        self,
-        lease: Lease,
-        wake_at: float | None,
-        topics: Sequence[str],
-        runs: Sequence[str],
-        now: float,
-    ) -> bool:
-        """Release the run to WAITING unless what it waits for is already there."""
-
-        def txn(conn: sqlite3.Connection) -> bool:
-            state = conn.execute(sql.LEASE_STATE, (lease.run_id,)).fetchone()
-            if state is None or state[0] != lease.epoch or state[1] != "RUNNING":
-                row = conn.execute(sql.SELECT_RUN, (lease.run_id,)).fetchone()
-                raise lease_lost(lease, None if row is None else _run_row(row))
-            if (
-                topics
-                and conn.execute(
-                    sql.PENDING_MESSAGE_ON, (lease.run_id, _json_list(topics))
-                ).fetchone()
-            ):
-                return False
-            if runs:
-                targets = _json_list(runs)
-                ended = conn.execute(sql.ANY_ENDED, (targets,)).fetchone()[0]
-                known = conn.execute(sql.COUNT_RUNS, (targets,)).fetchone()[0]
-                if ended or known < len(set(runs)):
-                    return False
-            conn.execute(sql.DROP_WAITS, (lease.run_id,))
-            for target in runs:
-                conn.execute(sql.ADD_WAIT, (target, lease.run_id))
-            conn.execute(sql.SUSPEND, (wake_at, now, lease.run_id, lease.epoch))
-            return True
-
-        return self._write("suspend a run", txn)
-
-    def send_message(self, message: NewMessage) -> bool:
-        """Put a message in the run's inbox and wake the run if it waits."""
-
-        def txn(conn: sqlite3.Connection) -> bool:
-            row = conn.execute(sql.RUN_STATUS, (message.run_id,)).fetchone()
-            if row is None:
-                raise WorkflowNotFoundError(message.run_id)
-            if row[0] in FINAL_RUN_STATUSES:
-                raise WorkflowFinishedError(message.run_id, row[0])
-            m = message
-            params = (m.run_id, m.topic, m.payload, m.key, m.created_at)
-            if conn.execute(sql.INSERT_MESSAGE, params).rowcount == 0:
-                return False
-            conn.execute(sql.WAKE_RUN, (m.created_at, m.created_at, m.run_id))
-            return True
-
-        return self._write("send a message", txn)
-
-    def consume_message(
-        self, lease: Lease, seq: int, name: str, topic: str, now: float
-    ) -> StepRecord | LeaseLostError | None:
-        """Take the oldest unread message on `topic` and journal it at `seq`."""
-
-        def txn(conn: sqlite3.Connection) -> StepRecord | LeaseLostError | None:
-            existing = conn.execute(sql.SELECT_STEP, (lease.run_id, seq)).fetchone()
-            if existing is not None and existing[3] not in NOT_FINAL:
-                return StepRecord(*existing)
-            message = conn.execute(sql.OLDEST_MESSAGE, (lease.run_id, topic)).fetchone()
-            if message is None:
-                return None
-            started = existing[7] if existing is not None else now
-            record = StepRecord(lease.run_id, seq, name, STEP_OK, message[1], None, 1, started, now)
-            outcome = _record(conn, lease, record)
-            if outcome is not record:
-                raise _Rollback(outcome)
-            conn.execute(sql.CONSUME, (now, message[0]))
-            return record
-
-        try:
-            return self._write("take a message", txn)
-        except _Rollback as rb:
-            return rb.outcome
-
-    def set_event(
-        self, lease: Lease, record: StepRecord, key: str, value: bytes
-    ) -> StepRecord | LeaseLostError:
-        """Journal `record` and set the run's event, in one transaction."""
-
-        def txn(conn: sqlite3.Connection) -> StepRecord | LeaseLostError:
-            outcome = _record(conn, lease, record)
-            if outcome is record:
-                conn.execute(sql.UPSERT_EVENT, (lease.run_id, key, value, record.ended_at))
-            return outcome
-
-        return self._write("set an event", txn)
-
-    def get_event(self, run_id: str, key: str) -> bytes | None:
-        """Return the run's event `key`, or None."""
-        row = self._read(
-            "read an event", lambda c: c.execute(sql.SELECT_EVENT, (run_id, key)).fetchone()
-        )
-        return None if row is None else bytes(row[0])
-
-    # -- control ----------------------------------------------------------------------------
-
-    def cancel_run(self, run_id: str, reason: bytes | None, now: float) -> list[str]:
-        """Cancel the run and its unfinished descendants."""
-
-        def txn(conn: sqlite3.Connection) -> list[str]:
-            if conn.execute(sql.RUN_STATUS, (run_id,)).fetchone() is None:
-                raise WorkflowNotFoundError(run_id)
-            return _cancel_trees(conn, [run_id], reason, now)
-
-        return self._write("cancel a run", txn)
-
-    def expire_runs(self, reason: bytes, now: float) -> list[str]:
-        """Cancel the unfinished runs whose deadline has passed, and their descendants."""
-
-        def txn(conn: sqlite3.Connection) -> list[str]:
-            expired = [r[0] for r in conn.execute(sql.EXPIRED, (now,)).fetchall()]
-            return _cancel_trees(conn, expired, reason, now) if expired else []
-
-        return self._write("expire runs", txn)
-
-    def resume_run(self, run_id: str, now: float) -> RunRow:
-        """Make a cancelled or failed run PENDING again, dropping its failure's entries."""
-
-        def txn(conn: sqlite3.Connection) -> RunRow:
-            if conn.execute(sql.RESUME_RUN, (now, run_id)).rowcount == 1:
-                conn.execute(sql.DROP_FAILED_TAIL, (run_id, run_id))
-            row = conn.execute(sql.SELECT_RUN, (run_id,)).fetchone()
-            if row is None:
-                raise WorkflowNotFoundError(run_id)
-            return _run_row(row)
-
-        return self._write("resume a run", txn)
-
-    def fork_run(self, run_id: str, new_id: str, from_seq: int, now: float) -> RunRow:
-        """Create `new_id` from `run_id`'s workflow, input and journal below `from_seq`."""
-
-        def txn(conn: sqlite3.Connection) -> RunRow:
-            if conn.execute(sql.RUN_STATUS, (run_id,)).fetchone() is None:
-                raise WorkflowNotFoundError(run_id)
-            if conn.execute(sql.FORK_RUN, (new_id, now, now, run_id)).rowcount == 0:
-                raise WorkflowConflictError(new_id, "that id already (fork under a new id)")
-            conn.execute(sql.FORK_STEPS, (new_id, run_id, from_seq))
-            return _run_row(conn.execute(sql.SELECT_RUN, (new_id,)).fetchone())
-
-        return self._write("fork a run", txn)
-
-    def next_wake_at(self) -> float | None:
-        """Return the earliest timer among waiting runs."""
-        row = self._read("read timers", lambda c: c.execute(sql.NEXT_WAKE).fetchone())
-        return None if row is None or row[0] is None else float(row[0])
-
-    def queue_counts(self) -> list[tuple[str, str, int]]:
-        """Return (queue, status, count) rows."""
-        rows = self._read("count queues", lambda c: c.execute(sql.QUEUE_COUNTS).fetchall())
-        return [(r[0], r[1], int(r[2])) for r in rows]
-
-    def advance_schedule(self, name: str, previous: float | None, tick: float) -> bool:
-        """Compare-and-set schedule `name`'s latest tick."""
-
-        def txn(conn: sqlite3.Connection) -> bool:
-            if previous is None:
-                return conn.execute(sql.INSERT_TICK, (name, tick)).rowcount == 1
-            return conn.execute(sql.ADVANCE_TICK, (tick, name, previous)).rowcount == 1
-
-        return self._write("advance a schedule", txn)
-
-    def last_tick(self, name: str) -> float | None:
-        """Return schedule `name`'s latest tick."""
-        row = self._read("read a schedule", lambda c: c.execute(sql.LAST_TICK, (name,)).fetchone())
-        return None if row is None else float(row[0])
 
     # -- workers and claims -----------------------------------------------------------------
 
@@ -543,13 +363,6 @@ class _BodyFailed(Exception):
         self.error = error
 
 
-class _Rollback(Exception):
-    """Carries an outcome out of a transaction that must not commit."""
-
-    def __init__(self, outcome: StepRecord | LeaseLostError) -> None:
-        self.outcome = outcome
-
-
 def _split_sql(script: str) -> list[str]:
     """Split a migration script into statements, as SQLite's own parser sees them."""
     statements, buf = [], ""
@@ -624,99 +437,3 @@ def _create(
         return row, True
     existing = _run_row(conn.execute(sql.SELECT_RUN, (run.id,)).fetchone())
     return conflict(run, existing) or (existing, False)
-
-
-def _record(
-    conn: sqlite3.Connection, lease: Lease, record: StepRecord
-) -> StepRecord | LeaseLostError:
-    """Write a journal entry; if nothing was written, say why.
-
-    Either a final entry exists (returned: the outcome that stands) or the lease is lost.
-    """
-    if conn.execute(sql.RECORD_STEP, _step_params(lease, record)).rowcount == 1:
-        return record
-    row = conn.execute(sql.SELECT_STEP, (record.run_id, record.seq)).fetchone()
-    if row is not None and row[3] not in NOT_FINAL:
-        return StepRecord(*row)
-    run = conn.execute(sql.SELECT_RUN, (lease.run_id,)).fetchone()
-    return lease_lost(lease, None if run is None else _run_row(run))
-
-
-def _complete(conn: sqlite3.Connection, c: Completion) -> LeaseLostError | None:
-    params = (c.status, c.output, c.error, c.now, c.now, c.lease.run_id, c.lease.epoch)
-    if conn.execute(sql.COMPLETE_RUN, params).rowcount == 1:
-        _wake_waiters(conn, [c.lease.run_id], c.now)
-        return None
-    row = conn.execute(sql.SELECT_RUN, (c.lease.run_id,)).fetchone()
-    return completion_refused(c.lease, None if row is None else _run_row(row))
-
-
-def _wake_waiters(conn: sqlite3.Connection, ended: list[str], now: float) -> None:
-    targets = _json_list(ended)
-    conn.execute(sql.WAKE_WAITERS, (now, now, targets))
-    conn.execute(sql.FORGET_WAITERS, (targets,))
-
-
-def _cancel_trees(
-    conn: sqlite3.Connection, roots: list[str], reason: bytes | None, now: float
-) -> list[str]:
-    tree: list[str] = []
-    for root in roots:
-        tree += [r[0] for r in conn.execute(sql.RUN_TREE, (root,)).fetchall()]
-    params = (reason, now, now, _json_list(tree))
-    cancelled = [r[0] for r in conn.execute(sql.CANCEL_RUNS, params).fetchall()]
-    if cancelled:
-        _wake_waiters(conn, cancelled, now)
-    return sorted(cancelled)
-
-
-def _claim_from_queue(
-    conn: sqlite3.Connection, q: QueueLimits, worker_id: str, named: str, room: int, now: float
-) -> list[RunRow]:
-    """Claim what `q`'s limits allow now, highest priority and oldest first."""
-    allowed = room
-    if q.concurrency is not None:
-        active = conn.execute(sql.QUEUE_ACTIVE, (q.name,)).fetchone()[0]
-        allowed = min(allowed, q.concurrency - active)
-    if q.worker_concurrency is not None:
-        mine = conn.execute(sql.QUEUE_MINE, (q.name, worker_id)).fetchone()[0]
-        allowed = min(allowed, q.worker_concurrency - mine)
-    if q.rate_limit is not None:
-        n, per = q.rate_limit
-        recent = conn.execute(sql.QUEUE_STARTED_SINCE, (q.name, now - per)).fetchone()[0]
-        allowed = min(allowed, n - recent)
-    if allowed <= 0:
-        return []
-    if q.partition_concurrency is None:
-        rows = conn.execute(sql.QUEUE_CANDIDATES, (q.name, named, allowed)).fetchall()
-    else:
-        params = (q.name, named, q.name, q.partition_concurrency, allowed)
-        rows = conn.execute(sql.QUEUE_PARTITION_CANDIDATES, params).fetchall()
-    if not rows:
-        return []
-    ids = _json_list([r[0] for r in rows])
-    return [_run_row(r) for r in conn.execute(sql.CLAIM_IDS, (worker_id, now, now, ids))]
-
-
-def _step_params(lease: Lease, r: StepRecord) -> tuple[Any, ...]:
-    return (
-        r.run_id,
-        r.seq,
-        r.name,
-        r.status,
-        r.output,
-        r.error,
-        r.attempts,
-        r.started_at,
-        r.ended_at,
-        r.retry_at,
-        lease.run_id,
-        lease.epoch,
-    )
-
-
-def _run_row(row: Sequence[Any]) -> RunRow:
-    try:
-        return RunRow(*row)
-    except TypeError as exc:
-        raise CorruptRowError(f"a run row has an unexpected shape: {exc}") from None
