@@ -20,11 +20,15 @@ TetherError                     base; the message says what happened and what to
 ├── NotInWorkflowError          a workflow-only call made outside a workflow or step
 ├── NonRetryableError           raise it from a step to stop its retries
 ├── RecoveryLimitError          a run crashed its workers too often and was failed
-└── StoreError                  the database
-    ├── StoreUnavailableError   cannot reach it or it failed transiently (retryable)
-    ├── SchemaVersionError      the schema is newer than this code, or not migrated
-    ├── LeaseLostError          another worker owns the run now; this worker must stop it
-    └── CorruptRowError         a row that cannot be decoded
+├── StoreError                  the database
+│   ├── StoreUnavailableError   cannot reach it or it failed transiently (retryable)
+│   ├── SchemaVersionError      the schema is newer than this code, or not migrated
+│   ├── LeaseLostError          another worker owns the run now; this worker must stop it
+│   └── CorruptRowError         a row that cannot be decoded
+└── MissionError                (tether.mission) a mission cannot go on as asked
+    ├── InvalidTransitionError  a state change the transition table or its guard refuses
+    ├── MissionSpecChangedError a resumed mission's spec differs from the launched one
+    └── AuditChainError         the audit chain has a broken link (.chain_id, .seq)
 ```
 
 Errors carry structured attributes (`workflow_id`, `seq`, ...) beside their message, so
@@ -215,3 +219,34 @@ class LeaseLostError(StoreError):
 
 class CorruptRowError(StoreError):
     """A stored row cannot be decoded."""
+
+
+class MissionError(TetherError):
+    """A mission cannot go on as asked."""
+
+
+class InvalidTransitionError(MissionError):
+    """A mission state change that the transition table or its guard does not allow."""
+
+    def __init__(self, message: str, *, source: str, target: str) -> None:
+        super().__init__(message)
+        self.source = source
+        self.target = target
+
+
+class MissionSpecChangedError(MissionError):
+    """A resumed mission's spec differs from the one recorded at launch."""
+
+
+class AuditChainError(MissionError):
+    """An audit chain is broken: a record was edited, deleted, inserted or reordered.
+
+    Attributes:
+        chain_id: the chain.
+        seq: the first record whose link does not hold.
+    """
+
+    def __init__(self, message: str, *, chain_id: str, seq: int) -> None:
+        super().__init__(message)
+        self.chain_id = chain_id
+        self.seq = seq

@@ -19,7 +19,12 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
-from tether.errors import DeduplicatedError, LeaseLostError, WorkflowConflictError
+from tether.errors import (
+    CorruptRowError,
+    DeduplicatedError,
+    LeaseLostError,
+    WorkflowConflictError,
+)
 
 # Journal entry states.
 STEP_OK = "ok"
@@ -201,6 +206,29 @@ class RunFilter:
     name: str | None = None
     limit: int = 100
     created_before: float | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AuditRow:
+    """One record of an audit chain: `hash` covers the record and `prev_hash`, the link."""
+
+    chain_id: str
+    seq: int
+    kind: str
+    body: bytes
+    prev_hash: str
+    hash: str
+    created_at: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class AuditHead:
+    """The last record of a chain, as written with it."""
+
+    chain_id: str
+    seq: int
+    hash: str
+    updated_at: float
 
 
 Connection = Any
@@ -466,6 +494,30 @@ class Store(Protocol):
         """
         ...
 
+    # -- audit chains -------------------------------------------------------------------------
+
+    def append_audit(self, rows: Sequence[AuditRow], now: float) -> None:
+        """Append records to their chains and move each chain's head, in one transaction.
+
+        Appending is idempotent, so a replayed execution can append again what it appended
+        before a crash: a record whose (chain, seq) exists with the same hash is skipped. A new
+        record must follow its chain's head (seq one higher, `prev_hash` equal to the head's
+        hash; the first record has seq 0).
+
+        Raises:
+            CorruptRowError: a record conflicts with the stored one at its position, or does
+                not link to the head; nothing is written.
+        """
+        ...
+
+    def load_audit(self, chain_id: str) -> tuple[list[AuditRow], AuditHead | None]:
+        """Return a chain's records in seq order, and its head (None for an unknown chain)."""
+        ...
+
+    def list_audit_heads(self, prefix: str = "", limit: int = 1000) -> list[AuditHead]:
+        """Return the heads of chains whose id starts with `prefix`, newest first."""
+        ...
+
 
 # Shared by the implementations: how to read a write that changed nothing.
 
@@ -497,3 +549,42 @@ def completion_refused(lease: Lease, run: RunRow | None) -> LeaseLostError | Non
     if run is not None and run.epoch == lease.epoch and run.status in FINAL_RUN_STATUSES:
         return None
     return lease_lost(lease, run)
+
+
+GENESIS = "0" * 64
+"""The `prev_hash` of a chain's first record."""
+
+
+def audit_appends(
+    rows: Sequence[AuditRow],
+    head: Callable[[str], tuple[int, str] | None],
+    stored_hash: Callable[[str, int], str | None],
+) -> list[AuditRow]:
+    """Decide which of `rows` to insert, given each chain's head and the stored hashes.
+
+    Raises:
+        CorruptRowError: a row conflicts with a stored record or does not link to its head.
+    """
+    heads: dict[str, tuple[int, str]] = {}
+    inserts: dict[tuple[str, int], AuditRow] = {}
+    for row in sorted(rows, key=lambda r: (r.chain_id, r.seq)):
+        if row.chain_id not in heads:
+            heads[row.chain_id] = head(row.chain_id) or (-1, GENESIS)
+        seq, last = heads[row.chain_id]
+        if row.seq <= seq:
+            mine = inserts.get((row.chain_id, row.seq))
+            if (mine.hash if mine else stored_hash(row.chain_id, row.seq)) != row.hash:
+                raise CorruptRowError(
+                    f"audit chain {row.chain_id!r} already holds a different record at {row.seq}; "
+                    "the chain was altered, or two writers appended to it: run "
+                    "`tether audit verify` to find the first broken link"
+                )
+            continue
+        if row.seq != seq + 1 or row.prev_hash != last:
+            raise CorruptRowError(
+                f"audit record {row.seq} does not follow the head of chain {row.chain_id!r} "
+                f"(record {seq}); append records in order, each linking to the previous hash"
+            )
+        inserts[row.chain_id, row.seq] = row
+        heads[row.chain_id] = (row.seq, row.hash)
+    return list(inserts.values())

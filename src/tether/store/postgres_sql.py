@@ -435,6 +435,36 @@ class Statements:
     WHERE id = ANY(%s::text[]) AND stopped_at IS NULL
     """
 
+    # -- audit chains -------------------------------------------------------------------------
+
+    # Appends to one chain are serialized by a transaction-scoped advisory lock on the chain id:
+    # a chain's first append has no head row yet to lock.
+    LOCK_AUDIT_CHAIN = "SELECT pg_advisory_xact_lock(hashtextextended('audit:' || %s, 0))"
+    SELECT_AUDIT_HEAD = "SELECT seq, hash FROM {s}.audit_heads WHERE chain_id = %s"
+    SELECT_AUDIT_HASH = "SELECT hash FROM {s}.audit WHERE chain_id = %s AND seq = %s"
+    INSERT_AUDIT = """
+    INSERT INTO {s}.audit (chain_id, seq, kind, body, prev_hash, hash, created_at)
+    VALUES (%s, %s, %s, %s, %s, %s, to_timestamp(%s))
+    """
+    MOVE_AUDIT_HEAD = """
+    INSERT INTO {s}.audit_heads (chain_id, seq, hash, updated_at)
+    VALUES (%s, %s, %s, to_timestamp(%s))
+    ON CONFLICT (chain_id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash,
+        updated_at = excluded.updated_at
+    """
+    SELECT_AUDIT = """
+    SELECT chain_id, seq, kind, body, prev_hash, hash, extract(epoch FROM created_at)::float8
+    FROM {s}.audit WHERE chain_id = %s ORDER BY seq
+    """
+    SELECT_AUDIT_HEAD_ROW = """
+    SELECT chain_id, seq, hash, extract(epoch FROM updated_at)::float8
+    FROM {s}.audit_heads WHERE chain_id = %s
+    """
+    SELECT_AUDIT_HEADS = """
+    SELECT chain_id, seq, hash, extract(epoch FROM updated_at)::float8 FROM {s}.audit_heads
+    WHERE starts_with(chain_id, %s) ORDER BY updated_at DESC, chain_id LIMIT %s
+    """
+
     def __init__(self, schema: str) -> None:
         quoted = f'"{schema}"'  # Settings allows identifier characters only: no quotes
         for name, template in vars(Statements).items():

@@ -1,0 +1,141 @@
+"""The monitors of one run, fed the same way online (the runtime) and offline (evaluate).
+
+`Watcher.before_tool` judges a tool call before it runs; `Watcher.observe` judges what a step
+added to the event log. The watcher also tracks the current phase (a phase is done when its
+acceptance checks pass) and computes the run's scores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from tether.mission import checks, spec
+from tether.mission.monitors.advancement import Advancement
+from tether.mission.monitors.base import Monitor, Signal, View
+from tether.mission.monitors.boundary import Boundary
+from tether.mission.monitors.budget import BudgetMonitor
+from tether.mission.monitors.completion import Completion
+from tether.mission.monitors.grounding import Grounding
+from tether.mission.monitors.intent import Intent
+from tether.mission.monitors.loop import Loop
+from tether.mission.monitors.tool_errors import ToolErrors
+from tether.mission.trace import Event
+
+Checker = Callable[[Sequence[spec.Check], str | None], list[checks.CheckResult]]
+
+
+class Watcher:
+    """Runs every monitor over one run's events.
+
+    Args:
+        mission: the contract; None judges a trajectory with the monitors that need none.
+        objective: the objective in words (defaults to the spec's).
+        checker: runs checks against the current state of the world (workspace, output).
+    """
+
+    def __init__(
+        self,
+        mission: spec.MissionSpec | None = None,
+        objective: str | None = None,
+        checker: Checker | None = None,
+    ) -> None:
+        self.spec = mission
+        self.checker = checker
+        self.advancement = Advancement()
+        self.intent = Intent()
+        self.completion = Completion()
+        every: list[Monitor] = [
+            Boundary(),
+            BudgetMonitor(),
+            Loop(),
+            self.advancement,
+            self.intent,
+            self.completion,
+            Grounding(),
+            ToolErrors(),
+        ]
+        self.monitors = [m for m in every if mission is not None or not m.needs_spec]
+        self.skipped = sorted(m.kind for m in every if m not in self.monitors)
+        self.phase_index = 0
+        self.view = View(
+            spec=mission,
+            objective=objective or (mission.objective if mission else None),
+            phase=mission.phases[0] if mission else None,
+            verify=self._verify if mission and checker else None,
+        )
+        self.signals: list[Signal] = []
+        self.blocked_calls = 0
+
+    def before_tool(self, call: Event) -> list[Signal]:
+        """Judge a tool call before it runs."""
+        found = [s for m in self.monitors for s in m.before_tool(self.view, call)]
+        if found:
+            self.blocked_calls += 1
+        self.signals += found
+        return found
+
+    def observe(self, new: Sequence[Event]) -> list[Signal]:
+        """Add a step's events to the log and judge them."""
+        self.view.events.extend(new)
+        self._advance_phases(new)
+        found = [s for m in self.monitors for s in m.after(self.view, new)]
+        self.signals += found
+        return found
+
+    def _verify(self, output: str | None) -> list[checks.CheckResult]:
+        assert self.spec is not None
+        assert self.checker is not None
+        results = self.checker(self.spec.final_checks, output)
+        self.view.passed |= {r.name for r in results if r.passed}
+        return results
+
+    def _advance_phases(self, new: Sequence[Event]) -> None:
+        """Move past every phase whose acceptance checks now pass."""
+        if (
+            self.spec is None
+            or self.checker is None
+            or not any(e.kind == "tool_result" for e in new)
+        ):
+            return
+        while self.phase_index < len(self.spec.phases) - 1:
+            phase = self.spec.phases[self.phase_index]
+            if not phase.acceptance:
+                return
+            results = self.checker(phase.acceptance, None)
+            self.view.passed |= {r.name for r in results if r.passed}
+            if not all(r.passed for r in results):
+                return
+            self.phase_index += 1
+            self.view.phase = self.spec.phases[self.phase_index]
+
+    def scores(self) -> dict[str, float | None]:
+        """Flow conformance, intent drift, action advancement and action completion."""
+        calls = len(self.view.calls)
+        conformance = None
+        if self.spec is not None:
+            conformance = 1.0 - (self.blocked_calls / calls) if calls else 1.0
+        completion = None
+        if self.completion.last:
+            completion = sum(1 for _, ok, _ in self.completion.last if ok) / len(
+                self.completion.last
+            )
+        return {
+            "flow_conformance": _round(conformance),
+            "intent_drift": _round(self.intent.drift),
+            "action_advancement": _round(self.advancement.share),
+            "action_completion": _round(completion),
+        }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
+
+
+def summary(watcher: Watcher) -> dict[str, Any]:
+    """The signals and scores of a watched run, as JSON."""
+    return {
+        "signals": [s.to_json() for s in watcher.signals],
+        "scores": watcher.scores(),
+        "skipped": watcher.skipped,
+    }
