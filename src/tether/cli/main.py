@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from tether.cli import messages, queues, workflows
+from tether.cli import audit, evaluate, messages, queues, workflows
 from tether.cli.common import DbOption, opened, out
 from tether.store import migrate as migrations
 
@@ -18,6 +18,8 @@ app = typer.Typer(
 app.add_typer(workflows.app, name="workflows")
 app.add_typer(queues.app, name="queues")
 app.command("send")(messages.send)
+app.add_typer(audit.app, name="audit")
+app.command("evaluate")(evaluate.evaluate)
 
 
 @app.command()
