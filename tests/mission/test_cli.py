@@ -32,7 +32,7 @@ def test_evaluate__jsonl_and_object_files__one_json_object_each(tmp_path: Path):
             {
                 "messages": looping,
                 "objective": OBJECTIVE,
-                "mission": MISSION.model_dump(mode="json", by_alias=True),
+                "mission": MISSION.model_dump(mode="json"),
             }
         )
     )

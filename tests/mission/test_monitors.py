@@ -134,6 +134,6 @@ def test_with_a_spec__boundary_and_completion_monitors_run():
 
 
 def test_spec_digest__stable_and_sensitive():
-    same = spec.MissionSpec.model_validate(MISSION.model_dump(mode="json", by_alias=True))
+    same = spec.MissionSpec.model_validate(MISSION.model_dump(mode="json"))
     assert same.digest == MISSION.digest
     assert MISSION.model_copy(update={"objective": "x"}).digest != MISSION.digest

@@ -11,7 +11,6 @@ import dataclasses
 import importlib
 import json
 import re
-import sqlite3
 import subprocess
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -21,6 +20,7 @@ import jsonschema
 
 from tether.mission import rules, spec
 from tether.mission.trace import Event
+from tether.store import external
 
 _DETAIL_LIMIT = 2000
 
@@ -162,18 +162,17 @@ def _json_schema(check: spec.JsonSchemaCheck, ctx: CheckContext) -> tuple[bool, 
     except ValueError as exc:
         return False, f"{source} is not JSON ({exc})"
     errors = sorted(
-        jsonschema.Draft202012Validator(check.schema_).iter_errors(value), key=lambda e: e.path
+        jsonschema.Draft202012Validator(check.json_schema).iter_errors(value), key=lambda e: e.path
     )
     detail = "; ".join(f"{'/'.join(map(str, e.path)) or '(root)'}: {e.message}" for e in errors[:5])
     return not errors, detail
 
 
 def _sql(check: spec.SqlCheck, ctx: CheckContext) -> tuple[bool, str]:
-    path = ctx.path(check.database)
-    if not path.is_file():
-        return False, f"{path} does not exist"
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
-        row = conn.execute(check.query).fetchone()
+    database = check.database
+    if "://" not in database:
+        database = str(ctx.path(database))
+    row = external.query_one(database, check.query)
     return bool(row and row[0]), f"the query returned {row!r}"
 
 

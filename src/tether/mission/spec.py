@@ -74,14 +74,12 @@ class FileContainsCheck(_Frozen):
 
 
 class JsonSchemaCheck(_Frozen):
-    """Passes when the JSON in `path` (or the final output, when `path` is None) fits `schema`."""
+    """Passes when the JSON in `path` (or the final output, when `path` is None) fits `json_schema`."""
 
     kind: Literal["json_schema"] = "json_schema"
     name: str = ""
-    schema_: dict[str, Any] = pydantic.Field(alias="schema")
+    json_schema: dict[str, Any]
     path: str | None = None
-
-    model_config = pydantic.ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
 
 class RegexCheck(_Frozen):
@@ -95,8 +93,8 @@ class RegexCheck(_Frozen):
 class SqlCheck(_Frozen):
     """Passes when the query's first column of its first row is truthy.
 
-    `database` is a SQLite file (relative paths are read from the workspace); the query runs
-    read-only.
+    `database` is a SQLite file (relative paths are read from the workspace) or a
+    `postgresql://` URL; the query runs read-only.
     """
 
     kind: Literal["sql"] = "sql"
@@ -229,9 +227,7 @@ class MissionSpec(_Frozen):
     @property
     def digest(self) -> str:
         """SHA-256 of the spec's canonical JSON: recorded at launch, checked on every resume."""
-        return hashlib.sha256(
-            canonical_json(self.model_dump(mode="json", by_alias=True))
-        ).hexdigest()
+        return hashlib.sha256(canonical_json(self.model_dump(mode="json"))).hexdigest()
 
     def phase(self, name: str) -> Phase:
         """Return the phase called `name`."""
