@@ -74,7 +74,7 @@ class FileContainsCheck(_Frozen):
 
 
 class JsonSchemaCheck(_Frozen):
-    """Passes when the JSON in `path` (or the final output, when `path` is None) fits `json_schema`."""
+    """Passes when the JSON in `path` (or the final output if `path` is None) fits the schema."""
 
     kind: Literal["json_schema"] = "json_schema"
     name: str = ""
