@@ -66,6 +66,7 @@ async def test_rate_limited__long_retry_after_fails_over_when_a_fallback_exists(
     result = await run_to_end(app, "rl-long")
     assert result["model"] == "backup:m2"
     assert len(primary.calls) == 1
+    assert len(backup.calls) == 1
 
 
 @pytest.mark.parametrize(
@@ -85,6 +86,7 @@ async def test_retryable_kinds__back_off_then_fail_over(make_app: MakeApp, fault
     result = await run_to_end(app, f"retry-{fault.kind.value}")
     assert result["text"] == "from backup"
     assert [c.outcome for c in primary.calls] == [fault.kind.value] * QUICK.attempts
+    assert len(backup.calls) == 1
     assert llm_journal(app, f"retry-{fault.kind.value}") == [
         ("llm:primary:m1", "error"),
         ("tether.sleep", "ok"),
@@ -97,7 +99,7 @@ async def test_retryable_kinds__back_off_then_fail_over(make_app: MakeApp, fault
 
 async def test_a_real_slow_answer_past_the_models_timeout__is_a_timeout(make_app: MakeApp):
     app = make_app()
-    primary, _, models = chain([s.reply("late").slow(5.0)], timeout=0.1)
+    _primary, _, models = chain([s.reply("late").slow(5.0)], timeout=0.1)
     define_runner(app, Agent(model=models, retry=tether.Retry.never()))
     result = await run_to_end(app, "slow")
     assert result["model"] == "backup:m2"
@@ -164,6 +166,7 @@ async def test_every_model_failing__models_exhausted_with_each_attempt(make_app:
             await handle.result(timeout=30)
     error = info.value.cause
     assert isinstance(error, ModelsExhaustedError)
+    assert (len(primary.calls), len(backup.calls)) == (1, 3)
     assert [(f["model"], f["kind"]) for f in error.failures] == [
         ("primary:m1", "connection"),
         ("backup:m2", "overloaded"),
@@ -239,6 +242,7 @@ async def test_services__open_breaker_skips_the_provider_and_fails_over(make_app
     result = await run_to_end(app, "cb")
     assert result["model"] == "backup:m2"
     assert primary.calls == []  # never called: the fleet knows it is down
+    assert len(backup.calls) == 1
     assert services.acquired[0][0] == "backup"
     assert services.released == [
         {
@@ -252,7 +256,7 @@ async def test_services__open_breaker_skips_the_provider_and_fails_over(make_app
 
 async def test_services__failures_reported_to_the_breaker_by_kind(make_app: MakeApp):
     app = make_app()
-    primary, _, models = chain(
+    _primary, _, models = chain(
         [s.reply("ok").failing(s.overloaded(), s.rate_limited(retry_after=0.01))]
     )
     services = FakeServices(set())
