@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -52,7 +53,7 @@ def spawn(work: Path, env: dict[str, str]) -> subprocess.Popen[str]:
     )
 
 
-def ledger(work: Path) -> list[dict[str, object]]:
+def ledger(work: Path) -> list[dict[str, Any]]:
     path = work / "model.ledger"
     return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
 
