@@ -12,9 +12,10 @@ async def digest(urls: list[str]) -> str: ...
 """
 
 from tether import sync
+from tether.agent.app import App
 from tether.clock import Clock, FakeClock, SystemClock
 from tether.codec import Codec, PayloadCodec, ZlibCodec
-from tether.engine.app import App, run
+from tether.engine.app import run
 from tether.engine.children import gather
 from tether.engine.context import Context, context
 from tether.engine.handle import StepInfo, WorkflowHandle

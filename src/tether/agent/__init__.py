@@ -1,10 +1,34 @@
 """tether.agent: durable LLM and tool calls, failure-aware providers, validation, budgets.
 
+    from tether.agent import Agent, Budget, Model
+
 The model and message types every provider shares live in `tether.agent.types`.
 """
 
 from __future__ import annotations
 
+from tether.agent.agent import Agent, AgentResult, Observer
+from tether.agent.app import App
+from tether.agent.budgets import Budget
+from tether.agent.errors import (
+    AgentStoppedError,
+    BudgetExceededError,
+    ModelCallError,
+    ModelsExhaustedError,
+    OutputValidationError,
+    ServiceCircuitOpenError,
+)
+from tether.agent.hooks import (
+    AgentHooks,
+    AgentState,
+    HookDecision,
+    ModelEvent,
+    StepEvent,
+    ToolEvent,
+)
+from tether.agent.llm import DEFAULT_MODEL_RETRY, ServiceGate
+from tether.agent.models import Model, Price
+from tether.agent.tools import RequireApproval, SideEffect, Tool
 from tether.agent.types import (
     ErrorKind,
     Message,
@@ -18,13 +42,37 @@ from tether.agent.types import (
 )
 
 __all__ = [
+    "DEFAULT_MODEL_RETRY",
+    "Agent",
+    "AgentHooks",
+    "AgentResult",
+    "AgentState",
+    "AgentStoppedError",
+    "App",
+    "Budget",
+    "BudgetExceededError",
     "ErrorKind",
+    "HookDecision",
     "Message",
+    "Model",
+    "ModelCallError",
+    "ModelEvent",
     "ModelRequest",
     "ModelResponse",
+    "ModelsExhaustedError",
+    "Observer",
+    "OutputValidationError",
+    "Price",
     "Provider",
     "ProviderError",
+    "RequireApproval",
+    "ServiceCircuitOpenError",
+    "ServiceGate",
+    "SideEffect",
+    "StepEvent",
+    "Tool",
     "ToolCall",
+    "ToolEvent",
     "ToolSpec",
     "Usage",
 ]
