@@ -220,6 +220,7 @@ class ServiceState:
         requests_per_minute: the request budget (None: no limit).
         tokens_per_minute: the token budget (None: no limit).
         at: when this was read (the database's clock).
+        rate_window: the budgets' window in seconds.
     """
 
     service: str
@@ -232,6 +233,7 @@ class ServiceState:
     requests_per_minute: int | None
     tokens_per_minute: int | None
     at: float
+    rate_window: float = 60.0
 
 
 def counts_as_failure(error: BaseException) -> bool:
@@ -392,6 +394,7 @@ class Services:
                 policy.requests_per_minute,
                 policy.tokens_per_minute,
                 self.store.database_time() if at is None else at,
+                policy.rate_window,
             )
         return state_of(rows[0])
 
@@ -423,6 +426,7 @@ def state_of(row: base.ServiceRow) -> ServiceState:
         requests_per_minute=None if limits is None else limits.requests,
         tokens_per_minute=None if limits is None else limits.tokens,
         at=row.now,
+        rate_window=(limits or base.ServiceLimits()).rate_window,
     )
 
 
