@@ -245,16 +245,17 @@ def admit_call(txn: Txn, call: ServiceCall, now: float | None) -> ServiceAdmissi
         state = row(call.service, b, txn.usage(call.service, since), limits, t)
         return ServiceAdmission(True, t, state, probe=b.probe_id == call.id)
     txn.prune(call.service, since)
+    used = txn.usage(call.service, since)
     verdict = admit(b, t)
-    wait = 0.0
-    if verdict.admit:
-        wait = _budget_wait(txn, call, t)
-        if wait == 0.0:
-            txn.add_call(call, t)
-            if verdict.probe:
-                b = take_probe(b, t, call.id, limits)
-    txn.save(call.service, b, limits, t)
-    state = row(call.service, b, txn.usage(call.service, since), limits, t)
+    wait = _budget_wait(txn, call, used, t) if verdict.admit else 0.0
+    if verdict.admit and not wait:
+        txn.add_call(call, t)
+        used = (used[0] + call.requests, used[1] + call.tokens)
+        if verdict.probe:
+            b = take_probe(b, t, call.id, limits)
+    if b != locked.breaker or limits != locked.limits:
+        txn.save(call.service, b, limits, t)
+    state = row(call.service, b, used, limits, t)
     if not verdict.admit:
         return ServiceAdmission(False, t, state, retry_at=verdict.retry_at)
     if wait:
@@ -262,19 +263,16 @@ def admit_call(txn: Txn, call: ServiceCall, now: float | None) -> ServiceAdmissi
     return ServiceAdmission(True, t, state, probe=verdict.probe)
 
 
-def _budget_wait(txn: Txn, call: ServiceCall, now: float) -> float:
-    """Seconds until `call` fits the budget: 0 if it fits now, inf if it never will."""
+def _budget_wait(txn: Txn, call: ServiceCall, used: tuple[int, int], now: float) -> float:
+    """Seconds until `call` fits the budget beside `used`: 0 if it fits now, inf if never."""
     limits = call.limits
-    if limits.requests is None and limits.tokens is None:
-        return 0.0
     since = window_start(limits, now)
-    used_requests, used_tokens = txn.usage(call.service, since)
     wait = 0.0
-    for column, used, asked, limit in (
-        ("requests", used_requests, call.requests, limits.requests),
-        ("tokens", used_tokens, call.tokens, limits.tokens),
+    for column, in_use, asked, limit in (
+        ("requests", used[0], call.requests, limits.requests),
+        ("tokens", used[1], call.tokens, limits.tokens),
     ):
-        need = shortfall(used, asked, limit)
+        need = shortfall(in_use, asked, limit)
         if need == math.inf:
             return math.inf
         if need:
@@ -296,6 +294,7 @@ def finish_call(
     # A call that left the rate window was forgotten: its outcome still counts, once.
     if txn.end_call(call.id, outcome, tokens_used, t) != "ended before":
         b = finish(b, t, call.id, outcome, call.limits)
+    if b != locked.breaker or call.limits != locked.limits:
         txn.save(call.service, b, call.limits, t)
     usage = txn.usage(call.service, window_start(call.limits, t))
     return row(call.service, b, usage, call.limits, t)
