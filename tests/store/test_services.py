@@ -356,3 +356,12 @@ def test_failures__concurrent_reports_all_count(store: Store, make_store):
 
     race(make_store, 6, report)
     assert state(store, NOW + 1).failures == 30
+
+
+def test_admitting_the_probe_again__returns_it_as_the_probe(store: Store):
+    open_breaker(store)
+    probe = call()
+    admitted(store, probe, NOW + 40)
+    again = admitted(store, probe, NOW + 41)  # its answer was lost: asked again
+    assert again.probe
+    assert not store.admit_service_call(call(), NOW + 41).admitted

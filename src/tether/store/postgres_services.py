@@ -35,7 +35,14 @@ class PostgresServices:
         """Run `fn` on a pooled connection (autocommit, or in one transaction)."""
 
     def admit_service_call(self, call: ServiceCall, now: float | None = None) -> ServiceAdmission:
-        """Admit the call through its service's breaker and budget, or say when to come back."""
+        """Admit the call through its service's breaker and budget, or say when to come back.
+
+        A refusal by an open breaker is answered from a read, without the write lock.
+        """
+        for current in self.list_services([call.service], now):
+            refused = services.early_refusal(current, call.id)
+            if refused is not None:
+                return refused
         return self._pooled(
             "admit a service call",
             lambda c: services.admit_call(_Txn(c, self._sql), call, now),

@@ -263,6 +263,22 @@ def admit_call(txn: Txn, call: ServiceCall, now: float | None) -> ServiceAdmissi
     return ServiceAdmission(True, t, state, probe=verdict.probe)
 
 
+def early_refusal(current: ServiceRow, call_id: str) -> ServiceAdmission | None:
+    """The breaker's refusal, read without the lock, or None if only the lock can decide.
+
+    During an outage every call is refused; answering from a plain read spares each refusal a
+    write and a commit. It is only ever as stale as a call made a moment earlier: a breaker
+    leaves these states only when `retry_at` passes or under the lock, by the probe's report.
+    """
+    if current.probe_id == call_id:  # this call's own probe (admitted, its answer lost)
+        return None
+    probe_out = current.state == BREAKER_HALF_OPEN and current.probe_id is not None
+    blocked = current.state == BREAKER_OPEN or probe_out
+    if blocked and current.retry_at is not None and current.now < current.retry_at:
+        return ServiceAdmission(False, current.now, current, retry_at=current.retry_at)
+    return None
+
+
 def _budget_wait(txn: Txn, call: ServiceCall, used: tuple[int, int], now: float) -> float:
     """Seconds until `call` fits the budget beside `used`: 0 if it fits now, inf if never."""
     limits = call.limits

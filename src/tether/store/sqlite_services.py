@@ -34,7 +34,14 @@ class SqliteServices:
         """Run `fn` in one write transaction."""
 
     def admit_service_call(self, call: ServiceCall, now: float | None = None) -> ServiceAdmission:
-        """Admit the call through its service's breaker and budget, or say when to come back."""
+        """Admit the call through its service's breaker and budget, or say when to come back.
+
+        A refusal by an open breaker is answered from a read, without the write lock.
+        """
+        for current in self.list_services([call.service], now):
+            refused = services.early_refusal(current, call.id)
+            if refused is not None:
+                return refused
         return self._write(
             "admit a service call", lambda c: services.admit_call(_Txn(c), call, now)
         )
