@@ -2,7 +2,8 @@
 
     from tether.agent import Agent, Budget, Model
 
-The model and message types every provider shares live in `tether.agent.types`.
+The model and message types every provider shares live in `tether.agent.types`; service
+awareness (circuit breakers and rate budgets shared by the fleet) in `tether.agent.services`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,15 @@ from tether.agent.hooks import (
 )
 from tether.agent.llm import DEFAULT_MODEL_RETRY, ServiceGate
 from tether.agent.models import Model, Price
+from tether.agent.services import (
+    CircuitOpenError,
+    Permit,
+    RateBudgetError,
+    ServicePolicy,
+    Services,
+    ServiceState,
+    counts_as_failure,
+)
 from tether.agent.tools import RequireApproval, SideEffect, Tool
 from tether.agent.types import (
     ErrorKind,
@@ -51,6 +61,7 @@ __all__ = [
     "App",
     "Budget",
     "BudgetExceededError",
+    "CircuitOpenError",
     "ErrorKind",
     "HookDecision",
     "Message",
@@ -62,12 +73,17 @@ __all__ = [
     "ModelsExhaustedError",
     "Observer",
     "OutputValidationError",
+    "Permit",
     "Price",
     "Provider",
     "ProviderError",
+    "RateBudgetError",
     "RequireApproval",
     "ServiceCircuitOpenError",
     "ServiceGate",
+    "ServicePolicy",
+    "ServiceState",
+    "Services",
     "SideEffect",
     "StepEvent",
     "Tool",
@@ -75,4 +91,5 @@ __all__ = [
     "ToolEvent",
     "ToolSpec",
     "Usage",
+    "counts_as_failure",
 ]

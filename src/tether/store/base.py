@@ -231,6 +231,115 @@ class AuditHead:
     updated_at: float
 
 
+# Service breaker states (see `Store.admit_service_call`).
+BREAKER_CLOSED = "closed"
+"""Calls go through; failures are counted."""
+BREAKER_OPEN = "open"
+"""No call goes through until `ServiceRow.retry_at`."""
+BREAKER_HALF_OPEN = "half_open"
+"""One probe call at a time goes through; its outcome closes or re-opens the breaker."""
+
+# Outcomes of a service call (see `Store.finish_service_call`).
+CALL_OK = "ok"
+"""The call succeeded: a half-open breaker's probe closes it."""
+CALL_FAILURE = "failure"
+"""The call failed in a way that says the service is unwell: it counts toward opening."""
+CALL_NEUTRAL = "neutral"
+"""Neither (a bad request, a cancelled call): the breaker is not moved."""
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ServiceLimits:
+    """How a service is guarded: its circuit breaker and its rate budget.
+
+    Attributes:
+        failure_threshold: failures within `failure_window` seconds that open the breaker.
+        failure_window: seconds over which failures are counted (a sliding window).
+        cooldown: seconds an open breaker refuses every call before it lets a probe through.
+        probe_timeout: seconds after which a probe that never reported is given up, and
+            another may go.
+        requests: most requests admitted in any `rate_window` seconds; None for no limit.
+        tokens: most tokens reserved (then used) in any `rate_window` seconds; None for no limit.
+        rate_window: the length of the budget's sliding window, in seconds.
+    """
+
+    failure_threshold: int = 5
+    failure_window: float = 30.0
+    cooldown: float = 30.0
+    probe_timeout: float = 60.0
+    requests: int | None = None
+    tokens: int | None = None
+    rate_window: float = 60.0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ServiceCall:
+    """A call a caller wants to make to a service, for `Store.admit_service_call`.
+
+    `id` names the call from admission to outcome; admitting the same id again returns the
+    first admission (so a retry after a lost acknowledgement reserves nothing twice).
+    """
+
+    service: str
+    id: str
+    limits: ServiceLimits
+    requests: int = 1
+    tokens: int = 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ServiceRow:
+    """A service's breaker and its budget's use, as seen at `now`.
+
+    Attributes:
+        name: the service.
+        state: `BREAKER_CLOSED`, `BREAKER_OPEN` or `BREAKER_HALF_OPEN`, as it stands at `now`
+            (an open breaker whose cooldown has passed reads half-open: its next call probes).
+        failures: failures counted within the failure window (closed breaker).
+        opened_at: when the breaker last opened.
+        retry_at: open: when a probe may go; half-open with a probe out: when that probe is
+            given up.
+        probe_id: the call holding the half-open breaker's probe, if one is out.
+        window_requests: requests admitted within the rate window ending at `now`.
+        window_tokens: tokens reserved or used within that window.
+        limits: the limits the latest caller gave (None if none has yet).
+        now: the clock reading this row was computed at.
+    """
+
+    name: str
+    state: str
+    failures: int
+    opened_at: float | None
+    retry_at: float | None
+    probe_id: str | None
+    window_requests: int
+    window_tokens: int
+    limits: ServiceLimits | None
+    now: float
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ServiceAdmission:
+    """The answer to `Store.admit_service_call`.
+
+    Attributes:
+        admitted: the call may go; its reservation is recorded.
+        now: the clock reading the decision was made at.
+        probe: admitted as the half-open breaker's one probe.
+        retry_at: refused by the breaker: when it may let a call through (a time).
+        wait: refused by the budget: seconds until it has room (`math.inf`: never, the call
+            alone is larger than the whole budget).
+        service: the service as it stands after the decision.
+    """
+
+    admitted: bool
+    now: float
+    service: ServiceRow
+    probe: bool = False
+    retry_at: float | None = None
+    wait: float | None = None
+
+
 Connection = Any
 """The database connection handed to a transactional step: `sqlite3.Connection` or
 `psycopg.Connection`, inside the transaction that will also record the step."""
@@ -516,6 +625,55 @@ class Store(Protocol):
 
     def list_audit_heads(self, prefix: str = "", limit: int = 1000) -> list[AuditHead]:
         """Return the heads of chains whose id starts with `prefix`, newest first."""
+
+    # -- services -----------------------------------------------------------------------------
+    #
+    # Time: these methods read the clock themselves when `now` is None, inside the transaction
+    # and after taking the service's lock, so that decisions are ordered like the clock. On
+    # PostgreSQL that clock is the database server's (`clock_timestamp()`): every machine of a
+    # fleet measures cooldowns and rate windows alike, whatever the skew between their own
+    # clocks. On SQLite, whose processes share one machine, it is that machine's clock. Tests
+    # pass `now` to drive time.
+
+    def admit_service_call(self, call: ServiceCall, now: float | None = None) -> ServiceAdmission:
+        """Decide, atomically across every process, whether `call` may go to its service now.
+
+        The breaker first: closed admits; open refuses (with `retry_at`) until its cooldown
+        has passed; then, half-open, it admits exactly one call fleet-wide as a probe, and
+        refuses others until the probe reports or `probe_timeout` passes. Then the budget:
+        if `call.requests` more requests and `call.tokens` more tokens fit in the sliding
+        window of `rate_window` seconds ending now, the call is admitted and reserved;
+        otherwise it is refused with `wait`, the seconds until enough of the window's earlier
+        reservations have left it (no probe is taken then). Admitting an id already admitted
+        returns that admission again and reserves nothing more. The service's row is created
+        on first use, and keeps `call.limits` for display.
+        """
+        ...
+
+    def finish_service_call(
+        self,
+        call: ServiceCall,
+        outcome: str,
+        tokens_used: int | None = None,
+        now: float | None = None,
+    ) -> ServiceRow:
+        """Record the outcome of an admitted call; return the service as it stands after.
+
+        `CALL_FAILURE`: counted while the breaker is closed, and `failure_threshold` failures
+        within `failure_window` open it for `cooldown` seconds; the probe's failure re-opens it
+        for another cooldown. `CALL_OK`: the probe's success closes the breaker and forgets
+        the failures. `CALL_NEUTRAL` moves nothing, but frees the probe slot if the call held
+        it. Outcomes of calls that are not the probe leave an open or half-open breaker as it
+        is. `tokens_used`, when given, replaces the call's token reservation with the tokens
+        it actually used. Recording the same call's outcome twice changes nothing the second
+        time.
+        """
+        ...
+
+    def list_services(
+        self, names: Sequence[str] = (), now: float | None = None
+    ) -> list[ServiceRow]:
+        """Return the services named (every known one if none is), sorted by name."""
         ...
 
 

@@ -21,7 +21,8 @@ epoch moved. A claimer never reads a journal that a fenced-off worker appends to
 The calls for waiting, messages, events, control and schedules, with the ends of runs, the
 wake-ups and the queue admission the store shares with them, live in `postgres_coordination`
 (the mixin `PostgresCoordination`, which `PostgresStore` inherits); its docstring sets out
-how wake-ups stay safe under concurrent transactions.
+how wake-ups stay safe under concurrent transactions. The services' breakers and budgets live
+in `postgres_services` (`PostgresServices`).
 """
 
 from __future__ import annotations
@@ -72,6 +73,7 @@ from tether.store.postgres_coordination import (
     _Outcome,
     _Rollback,
 )
+from tether.store.postgres_services import PostgresServices
 from tether.store.postgres_sql import (
     DATABASE_TIME,
     LOCK_QUEUES,
@@ -95,7 +97,7 @@ _Created = tuple[RunRow, bool] | WorkflowConflictError | DeduplicatedError
 _CREATE_TRIES = 5
 
 
-class PostgresStore(PostgresCoordination, PostgresAudit):
+class PostgresStore(PostgresCoordination, PostgresAudit, PostgresServices):
     """A `Store` in a schema of a PostgreSQL database.
 
     Args:

@@ -99,6 +99,21 @@ RETURNING {RUN_COLUMNS}
 """
 
 
+# A service's columns, and the database's clock (read after the row lock where there is one).
+SERVICE_COLUMNS = (
+    "name, state, failures, extract(epoch FROM opened_at)::float8, "
+    "extract(epoch FROM retry_at)::float8, probe_id, limits"
+)
+NOW = "extract(epoch FROM clock_timestamp())::float8"
+# When the oldest calls in a service's window add up to what must leave it.
+_FREED_AT = """
+SELECT extract(epoch FROM at)::float8 FROM (
+    SELECT at, sum({column}) OVER (ORDER BY at, id) AS total
+    FROM {s}.service_calls WHERE service = %s AND at > to_timestamp(%s::float8)) AS w
+WHERE total >= %s ORDER BY at LIMIT 1
+"""
+
+
 class Statements:
     """Every statement that names a table, with the schema filled in by the constructor."""
 
@@ -463,6 +478,46 @@ class Statements:
     SELECT_AUDIT_HEADS = """
     SELECT chain_id, seq, hash, extract(epoch FROM updated_at)::float8 FROM {s}.audit_heads
     WHERE starts_with(chain_id, %s) ORDER BY updated_at DESC, chain_id LIMIT %s
+    """
+
+    # -- services -----------------------------------------------------------------------------
+
+    # Creates the service's row if missing and locks it either way (the conflict's DO UPDATE
+    # waits for, then takes, the row lock); the clock is read in RETURNING, after the lock.
+    LOCK_SERVICE = f"""
+    INSERT INTO {{s}}.services AS v (name, updated_at) VALUES (%s, clock_timestamp())
+    ON CONFLICT (name) DO UPDATE SET name = v.name
+    RETURNING {SERVICE_COLUMNS}, {NOW}
+    """
+    SELECT_SERVICES = f"SELECT {SERVICE_COLUMNS}, {NOW} FROM {{s}}.services ORDER BY name"
+    SELECT_NAMED_SERVICES = f"""
+    SELECT {SERVICE_COLUMNS}, {NOW} FROM {{s}}.services WHERE name = ANY(%s::text[])
+    ORDER BY name
+    """
+    SAVE_SERVICE = """
+    UPDATE {s}.services SET state = %s, failures = %s::float8[],
+        opened_at = to_timestamp(%s::float8), retry_at = to_timestamp(%s::float8),
+        probe_id = %s, limits = %s, updated_at = to_timestamp(%s::float8)
+    WHERE name = %s
+    """
+    SERVICE_CALL_AT = "SELECT extract(epoch FROM at)::float8 FROM {s}.service_calls WHERE id = %s"
+    PRUNE_SERVICE_CALLS = """
+    DELETE FROM {s}.service_calls WHERE service = %s AND at <= to_timestamp(%s::float8)
+    """
+    SERVICE_USAGE = """
+    SELECT coalesce(sum(requests), 0)::int8, coalesce(sum(tokens), 0)::int8
+    FROM {s}.service_calls WHERE service = %s AND at > to_timestamp(%s::float8)
+    """
+    SERVICE_FREED_REQUESTS = _FREED_AT.replace("{column}", "requests")
+    SERVICE_FREED_TOKENS = _FREED_AT.replace("{column}", "tokens")
+    INSERT_SERVICE_CALL = """
+    INSERT INTO {s}.service_calls (id, service, at, requests, tokens)
+    VALUES (%s, %s, to_timestamp(%s::float8), %s, %s)
+    """
+    END_SERVICE_CALL = """
+    UPDATE {s}.service_calls SET finished_at = to_timestamp(%s::float8), outcome = %s,
+        tokens = coalesce(%s::int8, tokens)
+    WHERE id = %s AND finished_at IS NULL
     """
 
     def __init__(self, schema: str) -> None:

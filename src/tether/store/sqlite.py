@@ -7,7 +7,8 @@ instead of failing halfway.
 
 The calls for waiting, messages, events, control and schedules, with the completions and
 queue admission the store shares with them, live in `sqlite_coordination` (the mixin
-`SqliteCoordination`, which `SqliteStore` inherits).
+`SqliteCoordination`, which `SqliteStore` inherits); the services' breakers and budgets in
+`sqlite_services` (`SqliteServices`).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ from tether.store.sqlite_coordination import (
     _Rollback,
     _run_row,
 )
+from tether.store.sqlite_services import SqliteServices
 
 T = TypeVar("T")
 
@@ -83,7 +85,7 @@ def _translated(what: str) -> Iterator[None]:
         raise _translate(exc, what) from exc
 
 
-class SqliteStore(SqliteCoordination, SqliteAudit):
+class SqliteStore(SqliteCoordination, SqliteAudit, SqliteServices):
     """A `Store` on a SQLite file.
 
     Args:

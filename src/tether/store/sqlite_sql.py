@@ -204,3 +204,42 @@ STOP_WORKERS = """
 UPDATE workers SET stopped_at = ?
 WHERE id IN (SELECT value FROM json_each(?)) AND stopped_at IS NULL
 """
+
+# -- services ---------------------------------------------------------------------------------
+
+SERVICE_COLUMNS = "name, state, failures, opened_at, retry_at, probe_id, limits"
+ENSURE_SERVICE = """
+INSERT INTO services (name, updated_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING
+"""
+SELECT_SERVICE = f"SELECT {SERVICE_COLUMNS} FROM services WHERE name = ?"
+SELECT_SERVICES = f"SELECT {SERVICE_COLUMNS} FROM services ORDER BY name"
+SELECT_NAMED_SERVICES = f"""
+SELECT {SERVICE_COLUMNS} FROM services WHERE name IN (SELECT value FROM json_each(?))
+ORDER BY name
+"""
+SAVE_SERVICE = """
+UPDATE services SET state = ?, failures = ?, opened_at = ?, retry_at = ?, probe_id = ?,
+    limits = ?, updated_at = ?
+WHERE name = ?
+"""
+SERVICE_CALL_AT = "SELECT at FROM service_calls WHERE id = ?"
+PRUNE_SERVICE_CALLS = "DELETE FROM service_calls WHERE service = ? AND at <= ?"
+SERVICE_USAGE = """
+SELECT coalesce(sum(requests), 0), coalesce(sum(tokens), 0) FROM service_calls
+WHERE service = ? AND at > ?
+"""
+# When the oldest calls in the window add up to what must leave it; `{column}` is requests or
+# tokens (a name from the store's code, never from input).
+SERVICE_FREED_AT = """
+SELECT at FROM (
+    SELECT at, sum({column}) OVER (ORDER BY at, id) AS total
+    FROM service_calls WHERE service = ? AND at > ?)
+WHERE total >= ? ORDER BY at LIMIT 1
+"""
+INSERT_SERVICE_CALL = """
+INSERT INTO service_calls (id, service, at, requests, tokens) VALUES (?, ?, ?, ?, ?)
+"""
+END_SERVICE_CALL = """
+UPDATE service_calls SET finished_at = ?, outcome = ?, tokens = coalesce(?, tokens)
+WHERE id = ? AND finished_at IS NULL
+"""
