@@ -233,6 +233,8 @@ class _Loop:
                 for call in response.message.tool_calls:
                     await self.tool_turn(call)
                 continue
+            if self.pending:
+                continue  # a hook answered the final answer with messages: not done yet
             ok, value, error = self.agent.validator.validate(response.message.content)
             if ok:
                 return self.result(value, response, model)
@@ -309,7 +311,7 @@ class _Loop:
 
     def apply(self, decision: HookDecision) -> None:
         if decision.stop is not None:
-            raise AgentStoppedError(decision.stop)
+            raise AgentStoppedError(decision.stop, self.state())
         self.pending.extend(decision.messages)
 
     def request_for(self, model: Model) -> ModelRequest:

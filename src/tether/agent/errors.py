@@ -136,11 +136,14 @@ class AgentStoppedError(TetherError):
 
     Attributes:
         reason: the hook's reason.
+        state: the run as it stood when it stopped (its conversation, usage and cost), so the
+            caller can continue it, or start again from part of it, with `agent.run(messages)`.
     """
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, state: Any = None) -> None:
         super().__init__(f"the agent run was stopped by a hook: {reason}")
         self.reason = reason
+        self.state = state
 
 
 def _figure(value: float) -> str:

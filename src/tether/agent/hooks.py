@@ -7,7 +7,9 @@ The loop calls every hook at three points:
 - `before_tool(state, call)`: before each tool call; may block it by answering it with a
   synthetic result (the tool does not run) or stop the run.
 - `after_step(state, event)`: after each model answer (`ModelEvent`) and each tool answer
-  (`ToolEvent`); may add messages or stop the run.
+  (`ToolEvent`); may add messages or stop the run. Messages added after a final answer (one
+  with no tool calls) refuse it: the agent goes back to work with them, which is how a
+  claim of completion that fails verification is sent back.
 
 Each point's decisions (all hooks, merged in order) are one journaled step (`hook:<point>`),
 so a hook may read the world (the store, a clock, a model) and a replay still sees the

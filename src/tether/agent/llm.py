@@ -30,6 +30,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Literal, Protocol
 
+from tether.agent import services
 from tether.agent.errors import ModelCallError, ModelsExhaustedError, ServiceCircuitOpenError
 from tether.agent.models import Model
 from tether.agent.types import ErrorKind, ModelRequest, ModelResponse, OnToken, ProviderError
@@ -197,6 +198,15 @@ async def _acquire(call: Attempt) -> Any:
     tokens = sum(len(m.content) for m in call.request.messages) // 4 + (model.max_tokens or 0)
     try:
         return await call.gate.acquire(model.service_name, tokens=tokens, max_wait=model.timeout)
+    except services.RateBudgetError as exc:
+        # The fleet's budget is spent for longer than a call may wait: a rate limit that no
+        # request paid for, handled by the same policy (a durable wait, or failover).
+        raise ProviderError(
+            str(exc),
+            kind=ErrorKind.RATE_LIMITED,
+            provider=model.provider.name,
+            retry_after=exc.retry_after,
+        ) from None
     except Exception as exc:
         retry_at = getattr(exc, "retry_at", None)
         if isinstance(retry_at, int | float) and hasattr(exc, "service"):

@@ -231,6 +231,11 @@ class ScriptedProvider:
         ledger: a file to append every answered call to (fsynced), which also makes attempt
             counts survive crashes.
         token_delay: real seconds between streamed fragments.
+        recovery: the turns played after a correction: once the conversation holds a user
+            message starting with `marker` (a corrective message), turn n answers the request
+            with n assistant messages after the last such message. This is how a scripted
+            agent that drifted is shown to follow a correction.
+        marker: how a corrective message starts.
     """
 
     def __init__(
@@ -240,9 +245,13 @@ class ScriptedProvider:
         name: str = "scripted",
         ledger: str | Path | None = None,
         token_delay: float = 0.0,
+        recovery: Iterable[Turn | Sequence[Turn]] = (),
+        marker: str = "[mission]",
     ) -> None:
         self.name = name
         self.script: tuple[Turn, ...] = tuple(_flatten(script))
+        self.recovery: tuple[Turn, ...] = tuple(_flatten(recovery))
+        self.marker = marker
         self.ledger = Path(ledger) if ledger is not None else None
         self.token_delay = token_delay
         self.calls: list[Received] = []
@@ -256,17 +265,17 @@ class ScriptedProvider:
         on_token: OnToken | None = None,
     ) -> ModelResponse:
         """Answer `request` with the script's turn for its conversation (or its fault)."""
-        number = sum(1 for m in request.messages if m.role == "assistant")
+        script, number, label = self._position(request.messages)
         conversation = conversation_key(request.messages)
-        if number >= len(self.script):
+        if number >= len(script):
             raise ProviderError(
-                f"the script has {len(self.script)} turns and the conversation asks for turn "
-                f"{number}; add turns to the script",
+                f"the {label} has {len(script)} turns and the conversation asks for turn "
+                f"{number}; add turns to it",
                 kind=ErrorKind.BAD_REQUEST,
                 provider=self.name,
                 status=400,
             )
-        turn = self.script[number]
+        turn = script[number]
         attempt = self._next_attempt(conversation, number, request.model)
         fault = turn.fault_for(request.model, attempt)
         if fault is not None:
@@ -285,9 +294,24 @@ class ScriptedProvider:
         self._receive(Received(conversation, number, request.model, attempt, "ok", 0))
         return response
 
+    def _position(self, messages: Sequence[Message]) -> tuple[tuple[Turn, ...], int, str]:
+        """The script that applies to this conversation, and the turn it asks for."""
+        corrected = [
+            i
+            for i, m in enumerate(messages)
+            if m.role == "user" and m.content.startswith(self.marker)
+        ]
+        if self.recovery and corrected:
+            after = messages[corrected[-1] :]
+            return self.recovery, sum(1 for m in after if m.role == "assistant"), "recovery script"
+        return self.script, sum(1 for m in messages if m.role == "assistant"), "script"
+
     def _response(self, request: ModelRequest, turn: Turn, number: int) -> ModelResponse:
+        prefix = ""
+        if self._position(request.messages)[0] is not self.script:
+            prefix = f"r{len(request.messages)}_"  # unique when a recovery script restarts
         calls = tuple(
-            ToolCall(id=f"call_{number}_{i}", name=name, arguments=args)
+            ToolCall(id=f"call_{prefix}{number}_{i}", name=name, arguments=args)
             for i, (name, args) in enumerate(turn.tool_calls)
         )
         usage = turn.usage or Usage(
