@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Self, cast
 
 from tether.agent.providers import _classify, _common
 from tether.agent.types import (
@@ -99,6 +99,7 @@ class AnthropicProvider:
         self.name = name
         self.max_tokens = max_tokens
         self._sdk = sdk
+        self._owns_client = client is None
         if client is None:
             try:
                 client = sdk.AsyncAnthropic(api_key=api_key, base_url=base_url, max_retries=0)
@@ -110,6 +111,17 @@ class AnthropicProvider:
         else:
             client = client.with_options(max_retries=0)
         self.client: anthropic.AsyncAnthropic = cast("anthropic.AsyncAnthropic", client)
+
+    async def aclose(self) -> None:
+        """Close the HTTP connections of the client this provider made (not of one given to it)."""
+        if self._owns_client:
+            await self.client.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
     async def complete(
         self,
@@ -177,7 +189,9 @@ class AnthropicProvider:
         if tools:
             params["tools"] = tools
         if request.temperature is not None:
-            params["temperature"] = request.temperature
+            # Recent SDKs no longer take sampling parameters as arguments; the API still
+            # reads them from the body (models that reject one answer 400, BAD_REQUEST).
+            params["extra_body"] = {"temperature": request.temperature}
         return params
 
     def _classify(self, call: _classify.Call, exc: Exception, timeout: float) -> ProviderError:

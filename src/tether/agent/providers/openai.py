@@ -27,7 +27,7 @@ import asyncio
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Self, cast
 
 from tether.agent.providers import _classify, _common
 from tether.agent.types import (
@@ -85,6 +85,7 @@ class OpenAIProvider:
         sdk = _common.load_sdk("openai", "openai", "OpenAIProvider")
         self.name = name
         self._sdk = sdk
+        self._owns_client = client is None
         if client is None:
             try:
                 client = sdk.AsyncOpenAI(api_key=api_key, base_url=base_url, max_retries=0)
@@ -99,6 +100,17 @@ class OpenAIProvider:
         self.client: openai.AsyncOpenAI = cast("openai.AsyncOpenAI", client)
         official = "api.openai.com" in str(self.client.base_url)
         self._max_tokens_field = "max_completion_tokens" if official else "max_tokens"
+
+    async def aclose(self) -> None:
+        """Close the HTTP connections of the client this provider made (not of one given to it)."""
+        if self._owns_client:
+            await self.client.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
     async def complete(
         self,
