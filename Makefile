@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 	  { echo "tether needs Python 3.11 or newer ($(PYTHON) is older)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[postgres,dev]'
+	$(PY) -m pip install --quiet -e '.[postgres,dev,openai,anthropic]'
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import bench_agent
 import bench_concurrent
 import bench_floor
 import bench_recovery
@@ -41,6 +42,8 @@ def run_backend(backend: str, quick: bool) -> dict[str, Any]:
         out["recovery"] = bench_recovery.measure(env, n=100, steps=10, sleep_ms=10.0)
     if backend != "sqlite-full":
         out["waiting"] = waiting(backend, 2_000 if quick else 10_000)
+    with fresh_database(backend) as env:
+        out["agent"] = asyncio.run(bench_agent.measure(env, n=200 if quick else 1000))
     return out
 
 
@@ -91,6 +94,10 @@ def report(floor: dict[str, float], results: dict[str, dict[str, Any]]) -> list[
         lambda b, r: f"{r['waiting']['wake_all_by_messages_s']:.1f} s" if "waiting" in r else "-",
     )
     row("re-ran checkpointed", lambda b, r: str(r["recovery"]["reran_checkpointed_steps"]))
+    row("llm call, SDK direct", lambda b, r: f"{r['agent']['sdk_us'] / 1000:.2f} ms")
+    row("  + provider", lambda b, r: f"{r['agent']['provider_minus_sdk_us'] / 1000:+.2f} ms")
+    row("  + durable step", lambda b, r: f"{r['agent']['step_minus_sdk_us'] / 1000:+.2f} ms")
+    row("  target: 2ms + ckpt", lambda b, r: f"{r['agent']['target_us'] / 1000:.2f} ms")
     row(
         "writes per step",
         lambda b, r: str(r["seq"]["store_calls_10_steps"].get("record_steps", 0) / 10),
