@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from tether.mission import checks, spec, trace
-from tether.mission.watch import Watcher
+from tether.mission.watch import Feeder, Watcher
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,22 +80,20 @@ def files(paths: Sequence[Path]) -> Iterator[Path]:
 
 def judge(trajectory: Trajectory, workspace: Path | None = None) -> dict[str, Any]:
     """Run the monitors over a trajectory; return its signals and scores as JSON."""
-    events = trace.from_messages(trajectory.messages)
+    messages = [trace.parse(i, m) for i, m in enumerate(trajectory.messages)]
+    events = trace.from_messages(messages)
     output = next((e.text for e in reversed(events) if e.kind == "answer"), None)
 
     def checker(to_run: Sequence[spec.Check], answer: str | None) -> list[checks.CheckResult]:
-        seen = [e for e in events if e.step <= watcher_step[0]]
-        ctx = checks.CheckContext(workspace, answer if answer is not None else output, seen)
+        ctx = checks.CheckContext(
+            workspace, answer if answer is not None else output, seen.view.events
+        )
         return checks.run_checks(to_run, ctx)
 
-    watcher_step = [0]
-    watcher = Watcher(trajectory.mission, trajectory.objective, checker)
-    for step, group in _by_step(events):
-        watcher_step[0] = step
-        for event in group:
-            if event.kind == "tool_call":
-                watcher.before_tool(event)
-        watcher.observe(group)
+    seen = Watcher(trajectory.mission, trajectory.objective, checker)
+    feeder = Feeder(seen)
+    feeder.messages(messages)
+    feeder.flush()
     return {
         "file": trajectory.source,
         "signals": [
@@ -106,19 +104,8 @@ def judge(trajectory: Trajectory, workspace: Path | None = None) -> dict[str, An
                 "rule": s.rule,
                 "evidence": s.evidence,
             }
-            for s in watcher.signals
+            for s in seen.signals
         ],
-        "scores": watcher.scores(),
-        "skipped": watcher.skipped,
+        "scores": seen.scores(),
+        "skipped": seen.skipped,
     }
-
-
-def _by_step(events: Sequence[trace.Event]) -> Iterator[tuple[int, list[trace.Event]]]:
-    group: list[trace.Event] = []
-    for event in events:
-        if group and event.step != group[0].step:
-            yield group[0].step, group
-            group = []
-        group.append(event)
-    if group:
-        yield group[0].step, group

@@ -205,6 +205,8 @@ class MissionSpec(_Frozen):
         forbidden: trace rules that must never be broken; breaking one halts the mission.
         escalation: the human target of escalations and their deadline.
         budget: limits on the whole mission.
+        approval: whether a human approves the plan before the work starts (within the
+            escalation deadline).
     """
 
     objective: str
@@ -214,6 +216,7 @@ class MissionSpec(_Frozen):
     forbidden: tuple[OrderingRule, ...] = ()
     escalation: Escalation = Escalation()
     budget: Budget = Budget()
+    approval: bool = False
 
     @pydantic.model_validator(mode="after")
     def _unique_phases(self) -> MissionSpec:

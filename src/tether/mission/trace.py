@@ -65,6 +65,16 @@ def from_messages(messages: Iterable[Mapping[str, Any] | types.Message]) -> list
     return events
 
 
+def message_events(step: int, message: types.Message, names: dict[str, str]) -> list[Event]:
+    """The events of one message at position `step`; `names` maps call ids to tool names."""
+    return _events(step, message, names)
+
+
+def parse(step: int, raw: Mapping[str, Any] | types.Message) -> types.Message:
+    """One message, from an OpenAI-style mapping or as it is."""
+    return raw if isinstance(raw, types.Message) else _parse(step, raw)
+
+
 def _events(step: int, message: types.Message, names: dict[str, str]) -> list[Event]:
     if message.role in ("system", "user"):
         return [Event(step=step, kind="task", text=message.content, agent=message.name)]

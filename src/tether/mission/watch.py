@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from tether.mission import checks, spec
+from tether.mission import checks, spec, trace
 from tether.mission.monitors.advancement import Advancement
 from tether.mission.monitors.base import Monitor, Signal, View
 from tether.mission.monitors.boundary import Boundary
@@ -90,6 +90,12 @@ class Watcher:
         self.view.passed |= {r.name for r in results if r.passed}
         return results
 
+    def set_phase(self, index: int) -> None:
+        """Put the watcher in phase `index` (restoring a run's recorded progress)."""
+        if self.spec is not None:
+            self.phase_index = min(index, len(self.spec.phases) - 1)
+            self.view.phase = self.spec.phases[self.phase_index]
+
     def _advance_phases(self, new: Sequence[Event]) -> None:
         """Move past every phase whose acceptance checks now pass."""
         if (
@@ -126,6 +132,55 @@ class Watcher:
             "action_advancement": _round(self.advancement.share),
             "action_completion": _round(completion),
         }
+
+
+class Feeder:
+    """Feeds a conversation to a watcher in the order things happen online.
+
+    An assistant message's text is judged when it arrives; each of its tool calls is judged
+    just before the call runs, that is before its result, so a conversation fed again from
+    the start (after a restart) leaves the monitors exactly as the live run left them.
+    """
+
+    def __init__(self, watcher: Watcher) -> None:
+        self.watcher = watcher
+        self.fed = 0
+        self.pending: dict[str, Event] = {}
+        self._names: dict[str, str] = {}
+
+    def messages(self, messages: Sequence[Any], upto: int | None = None) -> list[Signal]:
+        """Feed messages up to `upto` (default: all) that were not fed yet."""
+        end = len(messages) if upto is None else upto
+        found: list[Signal] = []
+        for step in range(self.fed, end):
+            message = trace.parse(step, messages[step])
+            events = trace.message_events(step, message, self._names)
+            if message.role == "assistant":
+                calls = [e for e in events if e.kind == "tool_call"]
+                found += self.watcher.observe([e for e in events if e.kind != "tool_call"])
+                self.pending.update(zip((c.id for c in message.tool_calls), calls, strict=True))
+            elif message.role == "tool":
+                if message.tool_call_id in self.pending:
+                    found += self.judge(message.tool_call_id)
+                found += self.watcher.observe(events)
+            else:
+                found += self.watcher.observe(events)
+        self.fed = max(self.fed, end)
+        return found
+
+    def judge(self, call_id: str) -> list[Signal]:
+        """Judge a pending tool call before it runs, and add it to the log."""
+        call = self.pending.pop(call_id, None)
+        if call is None:
+            return []
+        return self.watcher.before_tool(call) + self.watcher.observe([call])
+
+    def flush(self) -> list[Signal]:
+        """Judge the calls that never got a result (the end of a recorded trajectory)."""
+        found: list[Signal] = []
+        for call_id in list(self.pending):
+            found += self.judge(call_id)
+        return found
 
 
 def _round(value: float | None) -> float | None:

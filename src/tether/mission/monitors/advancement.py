@@ -25,6 +25,7 @@ class Advancement(Passive):
         self.window = window
         self.actions = 0
         self.advanced = 0
+        self.last_advanced: int | None = None  # the step of the latest result that advanced
         self._stalled = 0
         self._seen_calls: set[str] = set()
         self._seen_results: set[str] = set()
@@ -53,6 +54,7 @@ class Advancement(Passive):
         if advanced:
             self.advanced += 1
             self._stalled = 0
+            self.last_advanced = event.step
             return []
         self._stalled += 1
         if self._stalled % self.window:
