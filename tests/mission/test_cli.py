@@ -104,3 +104,33 @@ def _delete_last(app: tether.App) -> None:
 
     with raw(app.settings) as conn:
         conn.execute(q(app.settings, "DELETE FROM audit WHERE seq = 2"))
+
+
+async def test_missions_list_and_show(make_app, tmp_path: Path):
+    from tests.mission.test_mission import DONE, READ, WRITE, run, setup
+    from tether.agent.providers import scripted as s
+
+    app = setup(make_app, tmp_path, [READ, s.claim_done()], recovery=[WRITE, DONE])
+    await run(app, "m-cli")
+    listing = invoke(app, "missions", "list", "--json")
+    assert listing.exit_code == 0, listing.output
+    [row] = json.loads(listing.output)
+    assert (row["id"], row["state"], row["audit"], row["corrections"]) == (
+        "m-cli",
+        "closed",
+        "intact",
+        1,
+    )
+    assert row["scores"]["action_completion"] == 1.0
+    shown = invoke(app, "missions", "show", "m-cli")
+    assert shown.exit_code == 0, shown.output
+    assert "state closed" in shown.output
+    assert "intact" in shown.output
+    detail = json.loads(invoke(app, "missions", "show", "m-cli", "--json").output)
+    timeline = [entry["data"] for entry in detail["timeline"]]
+    for text in ("in_progress -> executed", "error completion/unverified_claim at step 3"):
+        assert any(line.startswith(text) for line in timeline), timeline
+    assert "message for completion/unverified_claim" in timeline
+    missing = invoke(app, "missions", "show", "nope")
+    assert missing.exit_code == 1
+    assert "no mission 'nope'" in missing.output

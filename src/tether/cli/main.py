@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from tether.cli import audit, evaluate, messages, queues, services, workflows
+from tether.cli import audit, evaluate, messages, missions, queues, services, workflows
 from tether.cli.common import DbOption, opened, out
 from tether.store import migrate as migrations
 
@@ -20,6 +20,7 @@ app.add_typer(queues.app, name="queues")
 app.add_typer(services.app, name="services")
 app.command("send")(messages.send)
 app.add_typer(audit.app, name="audit")
+app.add_typer(missions.app, name="missions")
 app.command("evaluate")(evaluate.evaluate)
 
 

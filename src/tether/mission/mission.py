@@ -285,7 +285,7 @@ class Mission:
         blocked = sum(1 for r in ledger.of_kind("correction") if r.data.get("action") == "block")
         if tool_calls:
             scores = {**scores, "flow_conformance": round(1 - blocked / tool_calls, 4)}
-        items = [transition(ledger.state, S.CLOSED, checks=results), ("scores", scores)]
+        items = [transition(ledger.state, S.CLOSED, checks=results), ("scores", {"scores": scores})]
         await self.ledgers.write(chain, _tag(), items)
         return {
             "signals": len(ledger.of_kind("signal")),
