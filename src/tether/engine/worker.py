@@ -331,7 +331,7 @@ class Worker:
         claimed = await self.db(
             self.store.claim_runs,
             self.id,
-            list(self.workflows),
+            [(spec.name, spec.version) for spec in self.workflows.values()],
             capacity,
             self.clock.now(),
             self.settings.lease_ttl,
