@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from tether.cli import messages, queues, workflows
+from tether.cli import worker as workers
 from tether.cli.common import DbOption, opened, out
 from tether.store import migrate as migrations
 
@@ -18,6 +19,8 @@ app = typer.Typer(
 app.add_typer(workflows.app, name="workflows")
 app.add_typer(queues.app, name="queues")
 app.command("send")(messages.send)
+app.command("worker")(workers.worker)
+app.command("supervise")(workers.supervise)
 
 
 @app.command()
@@ -31,3 +34,7 @@ def migrate(db: DbOption = None) -> None:
 def main() -> None:
     """Entry point of the `tether` script."""
     app()
+
+
+if __name__ == "__main__":
+    main()
