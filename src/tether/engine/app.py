@@ -89,7 +89,8 @@ class App:
         Args:
             name: the name runs are stored under (default: the function's qualified name).
                 Workers resume a run with the workflow registered under its name.
-            version: recorded with each run.
+            version: recorded with each run; only workers that register this workflow with
+                the same version claim, resume or recover the run.
             timeout: a deadline for each run, in seconds from its start: a run still going
                 then is cancelled, children too. `app.options(timeout=...)` overrides it.
         """
