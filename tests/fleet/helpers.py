@@ -134,38 +134,48 @@ def http_get(url: str) -> tuple[int, Any]:
 
 
 class Proxy:
-    """A TCP forwarder to the PostgreSQL server, which a test can cut and restore."""
+    """A TCP forwarder to the PostgreSQL server, which a test can cut and restore.
+
+    Cut, it drops every connection and closes new ones as soon as they come.
+    """
 
     def __init__(self, target: tuple[str, int]) -> None:
         self.target = target
-        self.port = free_port()
+        self.open = True
         self._sockets: list[socket.socket] = []
-        self._listener: socket.socket | None = None
-        self.restore()
+        self._lock = threading.Lock()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._listener.getsockname()[1])
+        threading.Thread(target=self._accept, daemon=True).start()
 
     def restore(self) -> None:
-        listener = socket.create_server(("127.0.0.1", self.port), reuse_port=False)
-        self._listener = listener
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+        self.open = True
 
     def cut(self) -> None:
-        """Close the listener and every connection: the database is unreachable through us."""
-        assert self._listener is not None
-        self._listener.close()
-        for s in self._sockets:
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-            s.close()
-        self._sockets.clear()
+        with self._lock:
+            self.open = False
+            for s in self._sockets:
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+                s.close()
+            self._sockets.clear()
 
-    def _accept(self, listener: socket.socket) -> None:
+    def close(self) -> None:
+        self.cut()
+        self._listener.close()
+
+    def _accept(self) -> None:
         while True:
             try:
-                conn, _ = listener.accept()
+                conn, _ = self._listener.accept()
             except OSError:
                 return
-            upstream = socket.create_connection(self.target)
-            self._sockets += [conn, upstream]
+            with self._lock:
+                if not self.open:
+                    conn.close()
+                    continue
+                upstream = socket.create_connection(self.target)
+                self._sockets += [conn, upstream]
             for a, b in ((conn, upstream), (upstream, conn)):
                 threading.Thread(target=_pump, args=(a, b), daemon=True).start()
 

@@ -3,6 +3,7 @@ database unreachable."""
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +18,6 @@ from .helpers import (
     APP,
     Proxy,
     cleanup,
-    client,
     env_for,
     free_port,
     http_get,
@@ -69,7 +69,7 @@ def worker(settings: Settings, tmp_path: Path) -> Iterator[tuple[subprocess.Pope
 
 
 @pytest.mark.timeout(120)
-def test_health__ready__schema_not_current__draining(settings, tmp_path, worker):
+def test_health__ready__schema_not_current__draining(settings, tmp_path, worker, fleet_client):
     proc, port = worker
     wait_for(lambda: _ready(port), "readiness")
     assert http_get(f"http://127.0.0.1:{port}/healthz") == (200, {"status": "ok"})
@@ -85,8 +85,7 @@ def test_health__ready__schema_not_current__draining(settings, tmp_path, worker)
     _execute(settings, f"DELETE FROM schema_version WHERE version = {newer}")
     wait_for(lambda: _ready(port), "readiness again")
 
-    app = client(settings)
-    start_runs(app, ["held"])
+    start_runs(fleet_client, ["held"])
     wait_for(lambda: ledger_lines(tmp_path / "ledger"), "the step to start")
     proc.send_signal(15)
     wait_for(lambda: _reason(port, "draining"), "readiness to say draining")
@@ -94,7 +93,6 @@ def test_health__ready__schema_not_current__draining(settings, tmp_path, worker)
     (tmp_path / "gate").touch()
     assert proc.wait(60) == 0
     assert http_get(f"http://127.0.0.1:{port}/healthz") == (0, None)
-    app.close()
 
 
 @pytest.mark.postgres
@@ -110,7 +108,7 @@ def test_health__database_unreachable__503_then_ready_again(pg_settings: Setting
     port = free_port()
     env = env_for(through, tmp_path / "ledger", TETHER_CONNECT_TIMEOUT="1")
     proc = tether_process("worker", [APP, "--health-port", str(port)], env, tmp_path / "log")
-    with cleanup(proc):
+    with cleanup(proc), contextlib.closing(proxy):
         wait_for(lambda: _ready(port), "readiness")
         proxy.cut()
         body = wait_for(lambda: _reason(port, "database_unreachable"), "the outage to show")

@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
+import tether
 from tether.server.supervisor import Backoff
 from tether.settings import Settings
 
 from .helpers import (
     APP,
     cleanup,
-    client,
     env_for,
     free_port,
     http_get,
@@ -56,11 +56,10 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.timeout(180)
 def test_supervise__sigkilled_worker_restarted__runs_complete__sigterm_stops_all(
-    settings: Settings, tmp_path: Path
+    settings: Settings, tmp_path: Path, fleet_client: tether.App
 ):
     ledger, status_file, log = tmp_path / "ledger", tmp_path / "status.json", tmp_path / "log"
     port = free_port()
-    app = client(settings)
     args = [APP, "--workers", "2", "--grace", "10", "--status-file", str(status_file)]
     args += ["--health-port", f"127.0.0.1:{port}"]
     env = env_for(settings, ledger, FLEET_STEP_SECONDS="0.2")
@@ -72,14 +71,14 @@ def test_supervise__sigkilled_worker_restarted__runs_complete__sigterm_stops_all
         assert http_get(f"http://127.0.0.1:{port}/healthz") == (200, {"status": "ok"})
 
         ids = [f"fleet-{i}" for i in range(8)]
-        start_runs(app, ids)
+        start_runs(fleet_client, ids)
         wait_for(lambda: ledger_lines(ledger), "work to start")
         os.kill(before[0], signal.SIGKILL)
         after = wait_for(
             lambda: (p := _pids(status_file)) and p[0] != before[0] and p, "a restarted worker"
         )
         assert after[1] == before[1]
-        assert results(app, ids) == [2 * i for i in range(8)]
+        assert results(fleet_client, ids) == [2 * i for i in range(8)]
 
         code, body = http_get(f"http://127.0.0.1:{port}/status")
         assert code == 200
@@ -97,7 +96,6 @@ def test_supervise__sigkilled_worker_restarted__runs_complete__sigterm_stops_all
     assert f"worker[0] restarted: pid {after[0]}" in text
     # Every run reached its last step (one cut off by the kill may have run it twice).
     assert {run for s, _, run, _ in ledger_lines(ledger) if s == "second"} == set(ids)
-    app.close()
 
 
 def test_backoff__doubles_to_a_ceiling_and_starts_over_after_a_stable_run():

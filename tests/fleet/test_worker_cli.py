@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+import tether
 from tether.cli.main import app as cli
 from tether.settings import Settings
 from tether.store import open_store
@@ -18,7 +19,6 @@ from tether.store import open_store
 from .helpers import (
     APP,
     cleanup,
-    client,
     env_for,
     ledger_lines,
     results,
@@ -40,30 +40,29 @@ def _workers(settings: Settings) -> list[str]:
 
 
 @pytest.mark.timeout(120)
-def test_worker__runs_workflows_from_a_module__sigterm_exits_0(settings: Settings, tmp_path):
+def test_worker__runs_workflows_from_a_module__sigterm_exits_0(
+    settings: Settings, tmp_path: Path, fleet_client: tether.App
+):
     ledger = tmp_path / "ledger"
-    app = client(settings)
     ids = [f"job-{i}" for i in range(4)]
-    start_runs(app, ids)  # PENDING: only a worker with `job` version 1 runs them
+    start_runs(fleet_client, ids)  # PENDING: only a worker with `job` version 1 runs them
     worker = tether_process(
         "worker", [APP, "--concurrency", "2"], env_for(settings, ledger), tmp_path / "log"
     )
     with cleanup(worker):
-        assert results(app, ids) == [0, 2, 4, 6]
+        assert results(fleet_client, ids) == [0, 2, 4, 6]
         assert stop(worker) == 0
     pids = {pid for _, _, _, pid in ledger_lines(ledger)}
     assert pids == {worker.pid}
     assert _workers(settings) == []  # deregistered on the way out
-    app.close()
 
 
 @pytest.mark.timeout(120)
 def test_sigterm__step_in_flight_finishes_and_is_recorded__next_worker_resumes(
-    settings: Settings, tmp_path: Path
+    settings: Settings, tmp_path: Path, fleet_client: tether.App
 ):
     ledger, gate = tmp_path / "ledger", tmp_path / "gate"
-    app = client(settings)
-    start_runs(app, ["drained"])
+    start_runs(fleet_client, ["drained"])
     env = env_for(settings, ledger, FLEET_GATE=str(gate), FLEET_STEP_SECONDS="1")
     first = tether_process("worker", [APP, "--grace", "30"], env, tmp_path / "log-a")
     with cleanup(first):
@@ -71,34 +70,32 @@ def test_sigterm__step_in_flight_finishes_and_is_recorded__next_worker_resumes(
         first.send_signal(15)  # SIGTERM while the step is in flight
         gate.touch()  # the step goes on: it sleeps a second, then returns
         assert first.wait(60) == 0
-    row = app.store.get_run("drained")
+    row = fleet_client.store.get_run("drained")
     assert row is not None
     assert (row.status, row.owner, row.recoveries) == ("WAITING", None, 0)  # released
-    assert [(s.seq, s.name, s.status) for s in app.store.load_steps("drained")] == [
+    assert [(s.seq, s.name, s.status) for s in fleet_client.store.load_steps("drained")] == [
         (0, "first", "ok")
     ]
     second = tether_process("worker", [APP], env, tmp_path / "log-b")
     with cleanup(second):
-        assert results(app, ["drained"]) == [0]
+        assert results(fleet_client, ["drained"]) == [0]
         assert stop(second) == 0
     assert ledger_lines(ledger) == [
         ("first", "start", "drained", first.pid),
         ("first", "end", "drained", first.pid),
         ("second", "end", "drained", second.pid),
     ]
-    row = app.store.get_run("drained")
+    row = fleet_client.store.get_run("drained")
     assert row is not None
     assert row.recoveries == 0  # a drained run is handed over, not recovered
-    app.close()
 
 
 @pytest.mark.timeout(120)
 def test_sigterm__grace_expires__exit_1_and_the_run_is_resumed_at_once(
-    settings: Settings, tmp_path: Path
+    settings: Settings, tmp_path: Path, fleet_client: tether.App
 ):
     ledger, gate = tmp_path / "ledger", tmp_path / "gate"
-    app = client(settings)
-    start_runs(app, ["stuck"])
+    start_runs(fleet_client, ["stuck"])
     env = env_for(settings, ledger, FLEET_GATE=str(gate), TETHER_LEASE_TTL="600")
     first = tether_process("worker", [APP, "--grace", "0.5"], env, tmp_path / "log-a")
     with cleanup(first):
@@ -108,7 +105,7 @@ def test_sigterm__grace_expires__exit_1_and_the_run_is_resumed_at_once(
     gate.touch()
     second = tether_process("worker", [APP], env, tmp_path / "log-b")
     with cleanup(second):
-        assert results(app, ["stuck"]) == [0]
+        assert results(fleet_client, ["stuck"]) == [0]
         assert stop(second) == 0
     assert [(s, e, pid) for s, e, _, pid in ledger_lines(ledger)] == [
         ("first", "start", first.pid),
@@ -116,7 +113,6 @@ def test_sigterm__grace_expires__exit_1_and_the_run_is_resumed_at_once(
         ("first", "end", second.pid),
         ("second", "end", second.pid),
     ]
-    app.close()
 
 
 @pytest.mark.parametrize(

@@ -111,10 +111,15 @@ def worker(
         setup_logging(log_level)
         health = health_address(health_port)
         app = configure(load_app(target), db=db, concurrency=concurrency, grace=grace)
-    code = asyncio.run(serve(app, health))
+    asyncio.run(_serve_then_exit(app, health))
+
+
+async def _serve_then_exit(app: App, health: tuple[str, int] | None) -> None:
+    code = await serve(app, health)
     if code != 0:
-        # Runs were cut off: a plain `def` step may still hold a thread that the interpreter
-        # would wait for at exit. Leave now; other workers resume those runs.
+        # Runs were cut off: a step may still hold a thread (a plain `def` step, or
+        # asyncio.to_thread) that the interpreter and asyncio.run would wait for. Leave now,
+        # from inside the loop; other workers resume those runs.
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()

@@ -149,8 +149,9 @@ class Worker:
             True if every run stopped at a boundary within the grace period.
         """
         self.draining = True
-        for task in self._loops[1:]:  # the claim loop; the heartbeat goes on
-            task.cancel()
+        for task in self._loops:
+            if task.get_name() == "tether-claims":  # the heartbeat goes on meanwhile
+                task.cancel()
         for ex, _ in list(self.running.values()):
             if ex is not None:
                 ex.abandoned = True

@@ -154,7 +154,14 @@ class Supervisor:
     async def _keep(self, child: Child) -> None:
         """Start the child's process, and again each time it exits, until stopping."""
         while not self._stop.is_set():
-            await self._start(child)
+            try:
+                await self._start(child)
+            except OSError as exc:
+                child.quick_exits += 1
+                delay = self.backoff.delay(child.quick_exits)
+                log.error("worker[%d] could not start (%s); again in %.1fs", child.slot, exc, delay)
+                await self._pause(delay)
+                continue
             assert child.process is not None
             code = await child.process.wait()
             up = time.time() - child.started_at
@@ -176,9 +183,13 @@ class Supervisor:
                 up,
                 delay,
             )
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
-                    await self._stop.wait()
+            await self._pause(delay)
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait `seconds`, or less if the supervisor is told to stop."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._stop.wait()
 
     async def _start(self, child: Child) -> None:
         child.process = await asyncio.create_subprocess_exec(*self.command, start_new_session=True)
