@@ -109,6 +109,8 @@ def make_store(settings: Settings) -> Iterator[object]:
 
 
 FAST = {"poll_interval": 0.05, "heartbeat_interval": 0.5, "lease_ttl": 2.0, "wait_in_memory": 0.2}
+# Tests that model a crash by leaving `async with app` mid-step cut the runs off at once.
+FAST["shutdown_grace"] = 0.0
 
 MakeApp = Callable[..., tether.App]
 

@@ -43,6 +43,8 @@ class Settings:
             unavailable before the run is abandoned to recovery.
         connect_timeout: seconds to wait for a database connection.
         statement_timeout: seconds a database statement may run.
+        shutdown_grace: seconds a worker leaving (`async with app` exiting, or SIGTERM to
+            `tether worker`) gives the steps in flight to finish and be recorded.
     """
 
     database_url: str | None = None
@@ -60,6 +62,7 @@ class Settings:
     store_retry_timeout: float = 30.0
     connect_timeout: float = 5.0
     statement_timeout: float = 30.0
+    shutdown_grace: float = 30.0
 
     def __post_init__(self) -> None:
         if self.sqlite_synchronous not in ("NORMAL", "FULL"):
@@ -74,6 +77,8 @@ class Settings:
             )
         if self.wait_in_memory < 0:
             raise ConfigError("wait_in_memory must be 0 or more seconds")
+        if self.shutdown_grace < 0:
+            raise ConfigError("shutdown_grace must be 0 or more seconds")
         for name in (
             "lease_ttl",
             "heartbeat_interval",

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import time
 import uuid
 
+from tether.settings import Settings
 from tether.store.base import STEP_OK, Lease, NewRun, StepRecord, WorkerRow
 
 NOW = 1_800_000_000.0
@@ -17,6 +20,7 @@ def new_run(
     owner: str | None = "w1",
     input_hash: str = "h1",
     created_at: float = NOW,
+    version: str | None = None,
 ) -> NewRun:
     return NewRun(
         id=run_id or f"run-{uuid.uuid4().hex[:8]}",
@@ -25,6 +29,7 @@ def new_run(
         input_hash=input_hash,
         created_at=created_at,
         owner=owner,
+        version=version,
     )
 
 
@@ -78,3 +83,28 @@ def unique_table() -> str:
 
 def wall() -> float:
     return time.time()
+
+
+def age_worker(settings: Settings, worker_id: str, seconds: float) -> None:
+    """Move a worker's heartbeat `seconds` into the past, in the database itself.
+
+    Heartbeats are stamped with the database's clock on PostgreSQL, so a test cannot date
+    one in the past through the store: it ages the row instead (on both backends alike).
+    """
+    url = settings.database_url
+    assert url is not None
+    if url.startswith("sqlite:///"):
+        with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as conn, conn:
+            conn.execute(
+                "UPDATE workers SET heartbeat_at = heartbeat_at - ? WHERE id = ?",
+                (seconds, worker_id),
+            )
+        return
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as pg:
+        pg.execute(
+            f'UPDATE "{settings.pg_schema}".workers '
+            "SET heartbeat_at = heartbeat_at - %s * interval '1 second' WHERE id = %s",
+            (seconds, worker_id),
+        )

@@ -31,7 +31,7 @@ from tether.store.base import (
     Store,
 )
 
-from .helpers import NOW, lease, new_run, step, unique_table, worker
+from .helpers import NOW, age_worker, lease, new_run, step, unique_table, worker
 
 pytestmark = pytest.mark.postgres
 
@@ -687,3 +687,27 @@ def test_claim_runs__queues_listed_in_other_orders__no_deadlock_limits_hold(thre
 
     list(threads.map(work, range(4), timeout=60))
     assert sorted(claimed) == sorted(f"{q}{i:02d}" for q in ("x", "y") for i in range(30))
+
+
+# -- leases on the database's clock -------------------------------------------------------------
+
+
+def test_claim_runs__claimer_clock_far_ahead__cannot_take_a_live_owners_run(stores, pg_settings):
+    owner, skewed = stores(), stores()
+    owner.migrate()
+    assert owner.database_clock_leases
+    wall = time.time()
+    owner.register_worker(worker("owner", heartbeat_at=wall - 7200))  # its clock is behind
+    owner.create_run(new_run("a", owner="owner"))
+    assert owner.heartbeat("owner", wall - 7200)
+    skewed.register_worker(worker("ahead", heartbeat_at=wall + 7200))
+    # An hour ahead of everyone, the owner's heartbeat looks two hours old to this worker's
+    # clock; the database's clock says it is fresh.
+    assert skewed.claim_runs("ahead", ["wf"], 10, wall + 3600, TTL) == []
+    assert skewed.claim_runs("ahead", ["wf"], 10, wall + 86400 * 365, TTL) == []
+    # Once the owner stops heartbeating for the lease's length, on the database's clock, the
+    # run is taken over.
+    age_worker(pg_settings, "owner", TTL + 1)
+    [(claimed, row)] = skewed.claim_runs("ahead", ["wf"], 10, wall + 3600, TTL)
+    assert (claimed.worker_id, claimed.epoch, row.recoveries) == ("ahead", 2, 1)
+    assert not any(w.heartbeat_at > time.time() + 60 for w in owner.list_workers())

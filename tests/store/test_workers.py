@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 
-from tether.store.base import Store
+from tether.settings import Settings
+from tether.store.base import QueueLimits, Store
 
-from .helpers import NOW, new_run, worker
+from .helpers import NOW, age_worker, lease, new_run, worker
 
 TTL = 10.0
 
@@ -41,10 +43,13 @@ def test_claim_runs__live_owner__not_claimed(store: Store):
     assert store.claim_runs("w2", ["wf"], 10, NOW + TTL - 1, TTL) == []
 
 
-def test_claim_runs__owner_heartbeat_lapsed__taken_over_as_recovery(store: Store):
+def test_claim_runs__owner_heartbeat_lapsed__taken_over_as_recovery(
+    store: Store, settings: Settings
+):
     store.register_worker(worker("w1", heartbeat_at=NOW))
     store.create_run(new_run("a", owner="w1"))
-    [(lease, row)] = store.claim_runs("w2", ["wf"], 10, NOW + TTL + 1, TTL)
+    age_worker(settings, "w1", TTL + 1)
+    [(lease, row)] = store.claim_runs("w2", ["wf"], 10, NOW, TTL)
     assert (lease.worker_id, lease.epoch, row.recoveries) == ("w2", 2, 1)
 
 
@@ -85,8 +90,9 @@ def test_list_workers__omits_stopped(store: Store):
     ]
 
 
-def test_register_worker__forgets_workers_silent_for_a_day(store: Store):
-    store.register_worker(worker("old", heartbeat_at=NOW - 90000))
+def test_register_worker__forgets_workers_silent_for_a_day(store: Store, settings: Settings):
+    store.register_worker(worker("old", heartbeat_at=NOW))
+    age_worker(settings, "old", 90000)
     store.register_worker(worker("new", heartbeat_at=NOW))
     assert [w.id for w in store.list_workers()] == ["new"]
 
@@ -114,3 +120,47 @@ def test_claim_runs__concurrent_claimers__each_run_claimed_exactly_once(store: S
         t.join(30)
     everything = [rid for ids in claimed.values() for rid in ids]
     assert sorted(everything) == [f"r{i:02d}" for i in range(60)]
+
+
+# -- versions: a run is resumed only by code of the version that started it ---------------------
+
+
+def test_claim_runs__other_version__not_claimed_same_version_claimed(store: Store):
+    store.create_run(new_run("v2", owner=None, version="2"))
+    assert store.claim_runs("old", [("wf", "1")], 10, NOW, TTL) == []
+    assert store.claim_runs("plain", ["wf"], 10, NOW, TTL) == []  # a bare name: no version
+    [(lease, row)] = store.claim_runs("new", [("wf", "1"), ("wf", "2")], 10, NOW, TTL)
+    assert (lease.run_id, lease.worker_id, row.version) == ("v2", "new", "2")
+
+
+def test_claim_runs__unversioned_run__only_by_unversioned_workflow(store: Store):
+    store.create_run(new_run("plain", owner=None))
+    assert store.claim_runs("w1", [("wf", "1")], 10, NOW, TTL) == []
+    assert [r.id for _, r in store.claim_runs("w2", [("wf", None)], 10, NOW, TTL)] == ["plain"]
+
+
+def test_claim_runs__dead_owner__recovered_only_by_a_worker_with_the_version(store: Store):
+    store.register_worker(worker("w1"))
+    store.create_run(dataclasses.replace(new_run("a", owner="w1"), version="7"))
+    store.stop_workers(["w1"], NOW)
+    assert store.claim_runs("w-v6", [("wf", "6")], 10, NOW, TTL) == []
+    [(lease, row)] = store.claim_runs("w-v7", [("wf", "7")], 10, NOW, TTL)
+    assert (lease.worker_id, lease.epoch, row.recoveries) == ("w-v7", 2, 1)
+
+
+def test_claim_runs__woken_waiter__claimed_only_with_its_version(store: Store):
+    store.create_run(new_run("a", version="3"))
+    assert store.suspend(lease("a"), NOW + 5, [], [], NOW)
+    assert store.claim_runs("w2", [("wf", "2")], 10, NOW + 6, TTL) == []
+    assert [r.id for _, r in store.claim_runs("w3", [("wf", "3")], 10, NOW + 6, TTL)] == ["a"]
+
+
+def test_claim_runs__queued_run__claimed_only_with_its_version(store: Store):
+    store.create_run(dataclasses.replace(new_run("q1", owner=None, version="b"), queue="q"))
+    store.create_run(
+        dataclasses.replace(new_run("q2", owner=None, version="b"), queue="p", partition="k")
+    )
+    limits = [QueueLimits("q"), QueueLimits("p", partition_concurrency=1)]
+    assert store.claim_runs("w1", [("wf", "a")], 10, NOW, TTL, limits) == []
+    claimed = store.claim_runs("w2", [("wf", "b")], 10, NOW, TTL, limits)
+    assert sorted(r.id for _, r in claimed) == ["q1", "q2"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from tether.cli import audit, evaluate, messages, missions, queues, services, workflows
+from tether.cli import worker as workers
 from tether.cli.common import DbOption, opened, out
 from tether.store import migrate as migrations
 
@@ -22,6 +23,8 @@ app.command("send")(messages.send)
 app.add_typer(audit.app, name="audit")
 app.add_typer(missions.app, name="missions")
 app.command("evaluate")(evaluate.evaluate)
+app.command("worker")(workers.worker)
+app.command("supervise")(workers.supervise)
 
 
 @app.command()
@@ -35,3 +38,7 @@ def migrate(db: DbOption = None) -> None:
 def main() -> None:
     """Entry point of the `tether` script."""
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -89,7 +89,8 @@ class App:
         Args:
             name: the name runs are stored under (default: the function's qualified name).
                 Workers resume a run with the workflow registered under its name.
-            version: recorded with each run.
+            version: recorded with each run; only workers that register this workflow with
+                the same version claim, resume or recover the run.
             timeout: a deadline for each run, in seconds from its start: a run still going
                 then is cancelled, children too. `app.options(timeout=...)` overrides it.
         """
@@ -392,9 +393,40 @@ class App:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        worker, self._worker = self._worker, None
-        if worker is not None:
-            await worker.stop()
+        await self.shutdown()
+
+    @property
+    def worker_id(self) -> str | None:
+        """The id of this process's worker while the app is entered, else None."""
+        return None if self._worker is None else self._worker.id
+
+    @property
+    def draining(self) -> bool:
+        """True while this process's worker is leaving (see `shutdown`)."""
+        return self._worker is not None and self._worker.draining
+
+    async def shutdown(self, grace: float | None = None) -> bool:
+        """Leave gracefully: finish the steps in flight, release the runs, deregister.
+
+        The worker of this entered app claims nothing more, lets each run's step in flight
+        finish and be recorded, releases the runs to other workers (due at once) and
+        deregisters. `async with app` does this on exit, with `Settings.shutdown_grace`. Runs
+        started meanwhile are left PENDING for other workers. Runs still going after `grace`
+        seconds (default `Settings.shutdown_grace`) are cut off and resumed elsewhere from
+        their last checkpoint; cancelling the caller cuts the grace short the same way. The
+        app is no longer entered afterwards.
+
+        Returns:
+            True if every run stopped at a step boundary within the grace period; also True
+            if the app was not entered.
+        """
+        worker = self._worker
+        if worker is None:
+            return True
+        try:
+            return await worker.drain(self.settings.shutdown_grace if grace is None else grace)
+        finally:
+            self._worker = None
 
     def close(self) -> None:
         """Close the database connections (an entered app closes them on exit)."""

@@ -9,6 +9,11 @@ heartbeat is older than `lease_ttl`). A run it claims is resumed from its journa
 
 With every poll it also cancels runs past their deadline and starts due schedule ticks; with
 every heartbeat it looks for runs of its own that were cancelled from elsewhere.
+
+A worker leaves gracefully with `drain`: it claims nothing more, lets each run's step in
+flight finish and be recorded, releases the runs (due at once, for any worker) and
+deregisters. `stop` leaves at once: runs in flight are cut off and resumed elsewhere from
+their last checkpoint.
 """
 
 from __future__ import annotations
@@ -108,6 +113,7 @@ class Worker:
         self._backlog = False  # runs were left PENDING here for want of room
         self._timers: list[float] = []  # wake-up times of runs evicted here (a heap)
         self._loops: list[asyncio.Task[None]] = []
+        self.draining = False
         self._claim_wakeup = asyncio.Event()
         self._last_heartbeat = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -127,6 +133,46 @@ class Worker:
             asyncio.create_task(self._heartbeat_loop(), name="tether-heartbeat"),
             asyncio.create_task(self._claim_loop(), name="tether-claims"),
         ]
+
+    async def drain(self, grace: float) -> bool:
+        """Leave gracefully: claim nothing more, finish the steps in flight, then `stop`.
+
+        Each run executing here stops at its next step boundary: the step in flight finishes
+        and its checkpoint is recorded, and the run is released, due at once, to whichever
+        worker claims it next (this is not counted as a recovery). Runs started here meanwhile
+        are left PENDING for other workers. The heartbeat goes on meanwhile, so nobody takes
+        these runs early. Whatever is still running after `grace` seconds is cut off as by
+        `stop`; the worker is declared stopped, so other workers resume those runs at once
+        from their last checkpoint. Cancelling the caller cuts the grace period short alike.
+
+        Returns:
+            True if every run stopped at a boundary within the grace period.
+        """
+        self.draining = True
+        for task in self._loops:
+            if task.get_name() == "tether-claims":  # the heartbeat goes on meanwhile
+                task.cancel()
+        for ex, _ in list(self.running.values()):
+            if ex is not None:
+                ex.abandoned = True
+                ex.notify()
+        tasks = [task for _, task in self.running.values()]
+        log.info("worker %s draining: %d run(s) in flight", self.id, len(tasks))
+        try:
+            left: set[asyncio.Task[None]] = set()
+            if tasks:
+                _, left = await asyncio.wait(tasks, timeout=grace)
+            if left:
+                log.warning(
+                    "worker %s: %d run(s) still running after the %.1fs grace period are cut "
+                    "off; other workers resume them from their last checkpoint",
+                    self.id,
+                    len(left),
+                    grace,
+                )
+            return not left
+        finally:
+            await self.stop()
 
     async def stop(self) -> None:
         """Stop claiming, abandon the runs in flight to recovery, and deregister."""
@@ -159,6 +205,8 @@ class Worker:
         A run started while the worker is full is left PENDING and claimed when room frees.
         Call `unreserve` once the run is launched (or turned out to exist already).
         """
+        if self.draining:
+            return False
         if len(self.running) + self._reserved >= self.settings.max_concurrency:
             self._backlog = True
             return False
@@ -211,12 +259,18 @@ class Worker:
                 if journal is None:
                     journal = await self.db(self.store.load_steps, run_id)
                 ex = Execution(self, spec, lease, journal)
+                ex.abandoned = self.draining
                 self.running[run_id] = (ex, self.running[run_id][1])
                 outcome = await self._execute(ex, payload)
             status, output, error = outcome
             completion = Completion(lease, status.value, output, error, self.clock.now())
             await self.committer.acomplete(completion)
-        except (Abandoned, asyncio.CancelledError, LeaseLostError) as exc:
+        except Abandoned:
+            log.debug("run %s left to the store", run_id)
+            outcome = None
+            if self.draining:
+                await self._release(run_id, lease)
+        except (asyncio.CancelledError, LeaseLostError) as exc:
             log.debug("run %s left to the store: %s", run_id, type(exc).__name__)
             outcome = None
         except TetherError as exc:
@@ -224,6 +278,22 @@ class Worker:
             outcome = None
         finally:
             self._finished(run_id, outcome)
+
+    async def _release(self, run_id: str, lease: Lease) -> None:
+        """Give a run stopped at a step boundary by `drain` back to the store, due now.
+
+        It becomes a waiting run whose timer is now: any worker claims it at once and
+        replays it, and the claim is not counted as a recovery. A run that was evicted,
+        cancelled or lost meanwhile is not this worker's to release.
+        """
+        ex = self._execution(run_id)
+        if ex is None or ex.evicting or ex.cancelled or ex.fatal is not None:
+            return
+        now = self.clock.now()
+        try:
+            await self.db(self.store.suspend, lease, now, [], [], now)
+        except TetherError as exc:
+            log.info("run %s not released (%s); it is resumed after this worker stops", run_id, exc)
 
     def _finished(self, run_id: str, outcome: Outcome | None) -> None:
         entry = self.running.get(run_id)
@@ -331,7 +401,7 @@ class Worker:
         claimed = await self.db(
             self.store.claim_runs,
             self.id,
-            list(self.workflows),
+            [(spec.name, spec.version) for spec in self.workflows.values()],
             capacity,
             self.clock.now(),
             self.settings.lease_ttl,

@@ -10,7 +10,12 @@ write on behalf of a run (a journal entry, the final outcome) is conditioned on 
 the same statement, so a worker whose run was taken over writes nothing more.
 
 Times are Unix seconds (floats) passed in by the caller from its `Clock`; store code never
-reads the time itself.
+reads the time itself, with one exception: leases. Where the database has a clock of its own
+that every worker shares (`Store.database_clock_leases`, PostgreSQL), heartbeats and the
+lease-expiry comparison of `claim_runs` use the database server's clock in SQL, and the
+caller's `now` (and a `WorkerRow`'s times) are not used for them, so clock skew between
+machines cannot make one worker take a live worker's runs. SQLite lives on the machine of its
+workers: there the caller's `now` is used for leases too.
 """
 
 from __future__ import annotations
@@ -39,6 +44,10 @@ deadline, if any. The entry is not final."""
 NOT_FINAL = (STEP_RETRY, STEP_WAIT)
 
 FINAL_RUN_STATUSES = ("SUCCEEDED", "FAILED", "CANCELLED")
+
+WorkflowKey = tuple[str, str | None]
+"""A workflow a worker can run: (name, version). `claim_runs` takes a bare name for
+(name, None), an unversioned workflow."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -371,6 +380,12 @@ class Store(Protocol):
         """Release connections; the store cannot be used afterwards."""
         ...
 
+    database_clock_leases: bool
+    """True when heartbeats and lease expiry are measured on the database server's clock
+    (PostgreSQL): `heartbeat`'s and `claim_runs`' `now`, and `register_worker`'s row times,
+    are then not used for them. False when they are measured on the caller's `now` (SQLite,
+    whose workers share one machine and its clock)."""
+
     def database_time(self) -> float:
         """Return the database server's clock, for leases that every machine compares alike."""
         ...
@@ -567,11 +582,18 @@ class Store(Protocol):
     # -- workers ------------------------------------------------------------------------------
 
     def register_worker(self, worker: WorkerRow) -> None:
-        """Insert the worker's row; for a known id, refresh its heartbeat and revive it."""
+        """Insert the worker's row; for a known id, refresh its heartbeat and revive it.
+
+        Workers silent for a day are forgotten. With `database_clock_leases` the row's
+        `started_at` and `heartbeat_at` are the database's time, not the row's.
+        """
         ...
 
     def heartbeat(self, worker_id: str, now: float) -> bool:
-        """Record that the worker is alive; False if it was declared dead or stopped meanwhile."""
+        """Record that the worker is alive; False if it was declared dead or stopped meanwhile.
+
+        The heartbeat's time is `now`, or the database's time with `database_clock_leases`.
+        """
         ...
 
     def list_workers(self) -> list[WorkerRow]:
@@ -585,7 +607,7 @@ class Store(Protocol):
     def claim_runs(
         self,
         worker_id: str,
-        names: Sequence[str],
+        names: Sequence[str | WorkflowKey],
         limit: int,
         now: float,
         lease_ttl: float,
@@ -593,8 +615,13 @@ class Store(Protocol):
     ) -> list[tuple[Lease, RunRow]]:
         """Claim up to `limit` runs of the workflows `names` that are due and nobody live owns.
 
-        Claimable: a WAITING run whose `wake_at` has passed; a RUNNING run whose owner is
-        stopped or has sent no heartbeat within `lease_ttl` (a recovery); a PENDING run
+        `names` are the workflows the worker runs, as (name, version) pairs (a bare name is
+        (name, None)): only runs recorded with one of these names *and* its version are
+        claimed, so a run is resumed only by code of the version that started it.
+
+        Claimable: a WAITING run whose `wake_at` has passed (on `now`); a RUNNING run whose
+        owner is stopped or has sent no heartbeat within `lease_ttl` (a recovery; measured on
+        `now`, or on the database's clock with `database_clock_leases`); a PENDING run
         outside queues; and a PENDING run of one of `queues` as far as that queue's limits
         allow, highest priority (lowest number) first. Claiming sets the owner and status
         RUNNING, bumps the epoch (fencing the previous owner), sets `started_at` on a first
@@ -677,7 +704,15 @@ class Store(Protocol):
         ...
 
 
-# Shared by the implementations: how to read a write that changed nothing.
+# Shared by the implementations.
+
+
+def workflow_keys(names: Sequence[str | WorkflowKey]) -> list[WorkflowKey]:
+    """`claim_runs`' workflows as (name, version) pairs: a bare name is (name, None)."""
+    return [(n, None) if isinstance(n, str) else (n[0], n[1]) for n in names]
+
+
+# How to read a write that changed nothing.
 
 
 def conflict(new: NewRun, existing: RunRow) -> WorkflowConflictError | None:

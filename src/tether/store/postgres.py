@@ -62,8 +62,10 @@ from tether.store.base import (
     RunRow,
     StepRecord,
     WorkerRow,
+    WorkflowKey,
     conflict,
     lease_lost,
+    workflow_keys,
 )
 from tether.store.postgres_audit import PostgresAudit
 from tether.store.postgres_coordination import (
@@ -107,6 +109,7 @@ class PostgresStore(PostgresCoordination, PostgresAudit, PostgresServices):
 
     dialect = "postgresql"
     inline_writes = False
+    database_clock_leases = True
 
     def __init__(self, url: str, settings: Settings) -> None:
         self.schema = settings.pg_schema
@@ -483,11 +486,11 @@ class PostgresStore(PostgresCoordination, PostgresAudit, PostgresServices):
     # -- workers and claims -----------------------------------------------------------------
 
     def register_worker(self, worker: WorkerRow) -> None:
-        """Insert the worker's row and forget workers silent for a day."""
+        """Insert the worker's row, stamped with the database's time; forget silent workers."""
         params = WORKER_FIELDS(worker)  # the columns of UPSERT_WORKER, in order
 
         def write(conn: _Conn) -> None:
-            conn.execute(self._sql.PRUNE_WORKERS, (worker.heartbeat_at - 86400.0,))
+            conn.execute(self._sql.PRUNE_WORKERS)
             conn.execute(self._sql.UPSERT_WORKER, params)
 
         self._write("register a worker", write, transaction=True)
@@ -495,12 +498,13 @@ class PostgresStore(PostgresCoordination, PostgresAudit, PostgresServices):
     def heartbeat(self, worker_id: str, now: float) -> bool:
         """Refresh the worker's heartbeat.
 
+        The time is the database's (`now` is not used), like every lease comparison here.
         On a pooled connection, not the writer: a journal write waiting on a lock must not
         hold up the heartbeat until the worker's lease lapses.
         """
         return self._pooled(
             "record a heartbeat",
-            lambda c: c.execute(self._sql.HEARTBEAT, (now, worker_id), prepare=True).rowcount == 1,
+            lambda c: c.execute(self._sql.HEARTBEAT, (worker_id,), prepare=True).rowcount == 1,
         )
 
     def list_workers(self) -> list[WorkerRow]:
@@ -516,7 +520,7 @@ class PostgresStore(PostgresCoordination, PostgresAudit, PostgresServices):
     def claim_runs(
         self,
         worker_id: str,
-        names: Sequence[str],
+        names: Sequence[str | WorkflowKey],
         limit: int,
         now: float,
         lease_ttl: float,
@@ -524,13 +528,15 @@ class PostgresStore(PostgresCoordination, PostgresAudit, PostgresServices):
     ) -> list[tuple[Lease, RunRow]]:
         """Claim due runs (one statement), then queued runs within their queues' limits.
 
-        With queues, one transaction: the queues' advisory locks, taken in one order (by key)
-        before any is counted, are held to its end.
+        Owners' heartbeats are compared with the database's clock (`now` dates the claim and
+        decides which timers are due). With queues, one transaction: the queues' advisory
+        locks, taken in one order (by key) before any is counted, are held to its end.
         """
         if not names or limit <= 0:
             return []
-        due: dict[str, Any] = {"names": list(names), "limit": limit, "worker": worker_id}
-        due.update(alive_after=now - lease_ttl, now=now)
+        workflows = workflow_keys(names)
+        due: dict[str, Any] = {"limit": limit, "worker": worker_id, "lease_ttl": lease_ttl}
+        due.update(names=[n for n, _ in workflows], versions=[v for _, v in workflows], now=now)
 
         def claim(conn: _Conn) -> list[RunRow]:
             rows = conn.execute(self._sql.CLAIM_DUE, due, prepare=True, binary=True).fetchall()
@@ -542,7 +548,7 @@ class PostgresStore(PostgresCoordination, PostgresAudit, PostgresServices):
                     room = limit - len(claimed)
                     if room <= 0:
                         break
-                    claimed += self._claim_queued(conn, q, worker_id, names, room, now)
+                    claimed += self._claim_queued(conn, q, worker_id, workflows, room, now)
             return claimed
 
         claimed = self._write("claim runs", claim, transaction=bool(queues))

@@ -45,6 +45,7 @@ from tether.store.base import (
     QueueLimits,
     RunRow,
     StepRecord,
+    WorkflowKey,
     completion_refused,
     lease_lost,
 )
@@ -337,7 +338,7 @@ class PostgresCoordination:
         conn: _Conn,
         q: QueueLimits,
         worker_id: str,
-        names: Sequence[str],
+        keys: Sequence[WorkflowKey],
         room: int,
         now: float,
     ) -> list[RunRow]:
@@ -354,7 +355,8 @@ class PostgresCoordination:
             allowed = min(allowed, q.rate_limit[0] - recent)
         if allowed <= 0:
             return []
-        params = {"queue": q.name, "names": list(names), "allowed": allowed}
+        params: dict[str, Any] = {"queue": q.name, "allowed": allowed}
+        params.update(names=[n for n, _ in keys], versions=[v for _, v in keys])
         params.update(worker=worker_id, now=now, per_partition=q.partition_concurrency)
         sql = self._sql.CLAIM_QUEUED
         if q.partition_concurrency is not None:

@@ -19,7 +19,7 @@ from collections.abc import Hashable, Sequence
 from typing import Any
 
 from tether.errors import CorruptRowError
-from tether.store.base import Completion, Lease, NewRun, RunRow, StepRecord, WorkerRow
+from tether.store.base import Completion, Lease, NewRun, RunRow, StepRecord
 
 ACTIVE = "('PENDING', 'RUNNING', 'WAITING')"
 FINAL = "('SUCCEEDED', 'FAILED', 'CANCELLED')"
@@ -88,6 +88,12 @@ ON CONFLICT (run_id, seq) DO UPDATE SET
 WHERE t.status IN ('retry', 'wait')
 RETURNING t.run_id, t.seq
 """
+
+# The claimer's workflows: runs of one of its names and exactly that name's version (NULL for
+# none). `name = ANY` beside it keeps the name filter an index condition where one applies.
+_OF_KEYS = """name = ANY(%(names)s::text[]) AND EXISTS (
+    SELECT 1 FROM unnest(%(names)s::text[], %(versions)s::text[]) AS k(n, v)
+    WHERE k.n = runs.name AND k.v IS NOT DISTINCT FROM runs.version)"""
 
 # A claim: sets the owner, fences the previous one, and counts a first start.
 _CLAIM_PICKED = f"""
@@ -351,21 +357,21 @@ class Statements:
     WITH woken AS MATERIALIZED (
         SELECT id, created_at FROM {{s}}.runs
         WHERE status = 'WAITING' AND wake_at <= to_timestamp(%(now)s::float8)
-          AND name = ANY(%(names)s::text[])
+          AND {_OF_KEYS}
         ORDER BY created_at LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED),
     orphaned AS MATERIALIZED (
         SELECT id, created_at FROM {{s}}.runs
-        WHERE status = 'RUNNING' AND name = ANY(%(names)s::text[])
+        WHERE status = 'RUNNING' AND {_OF_KEYS}
           AND (owner IS NULL OR owner NOT IN (
               SELECT id FROM {{s}}.workers
               WHERE stopped_at IS NULL
-                AND heartbeat_at > to_timestamp(%(alive_after)s::float8)))
+                AND heartbeat_at > statement_timestamp() - %(lease_ttl)s * interval '1 second'))
         ORDER BY created_at LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED),
     unqueued AS MATERIALIZED (
         SELECT id, created_at FROM {{s}}.runs
-        WHERE status = 'PENDING' AND queue IS NULL AND name = ANY(%(names)s::text[])
+        WHERE status = 'PENDING' AND queue IS NULL AND {_OF_KEYS}
         ORDER BY created_at LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED),
     picked AS (
@@ -393,7 +399,7 @@ class Statements:
     CLAIM_QUEUED = f"""
     WITH picked AS MATERIALIZED (
         SELECT id AS picked_id FROM {{s}}.runs
-        WHERE queue = %(queue)s AND status = 'PENDING' AND name = ANY(%(names)s::text[])
+        WHERE queue = %(queue)s AND status = 'PENDING' AND {_OF_KEYS}
         ORDER BY priority, created_at
         LIMIT %(allowed)s
         FOR UPDATE SKIP LOCKED)
@@ -414,7 +420,7 @@ class Statements:
                                       ORDER BY priority, created_at) AS rank
             FROM {{s}}.runs
             WHERE queue = %(queue)s AND status = 'PENDING'
-              AND name = ANY(%(names)s::text[])) AS c
+              AND {_OF_KEYS}) AS c
         LEFT JOIN busy b ON b.partition_key = c.partition_key
         WHERE c.partition_key IS NULL
            OR c.rank + coalesce(b.started, 0) <= %(per_partition)s
@@ -429,17 +435,20 @@ class Statements:
 
     # -- workers ------------------------------------------------------------------------------
 
+    # Heartbeats are the database's time (clock_timestamp(): when the row is written), so
+    # every worker's lease is measured on one clock, whatever the workers' clocks say.
     UPSERT_WORKER = """
     INSERT INTO {s}.workers (id, host, boot_id, pid, pid_start, started_at, heartbeat_at,
                              stopped_at)
-    VALUES (%s, %s, %s, %s, %s, to_timestamp(%s::float8), to_timestamp(%s::float8),
-            to_timestamp(%s::float8))
+    VALUES (%s, %s, %s, %s, %s, clock_timestamp(), clock_timestamp(), to_timestamp(%s::float8))
     ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at, stopped_at = NULL
     """
     # Workers silent for a day are forgotten; their runs were claimable long before.
-    PRUNE_WORKERS = "DELETE FROM {s}.workers WHERE heartbeat_at < to_timestamp(%s::float8)"
+    PRUNE_WORKERS = (
+        "DELETE FROM {s}.workers WHERE heartbeat_at < clock_timestamp() - interval '1 day'"
+    )
     HEARTBEAT = """
-    UPDATE {s}.workers SET heartbeat_at = to_timestamp(%s::float8)
+    UPDATE {s}.workers SET heartbeat_at = clock_timestamp()
     WHERE id = %s AND stopped_at IS NULL
     """
     SELECT_WORKERS = (
@@ -532,8 +541,9 @@ class Statements:
 # Row dataclasses as parameter tuples, in field order (the statements list columns to match).
 _NEW_RUN_FIELDS = operator.attrgetter(*(f.name for f in dataclasses.fields(NewRun)))
 _STEP_FIELDS = operator.attrgetter(*(f.name for f in dataclasses.fields(StepRecord)))
-WORKER_FIELDS = operator.attrgetter(*(f.name for f in dataclasses.fields(WorkerRow)))
-"""`UPSERT_WORKER`'s parameters: the worker's fields in order."""
+WORKER_FIELDS = operator.attrgetter("id", "host", "boot_id", "pid", "pid_start", "stopped_at")
+"""`UPSERT_WORKER`'s parameters: the worker's fields in order, less the times the database
+stamps itself."""
 
 
 def new_run_params(run: NewRun) -> tuple[Any, ...]:

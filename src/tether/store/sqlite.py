@@ -14,6 +14,7 @@ queue admission the store shares with them, live in `sqlite_coordination` (the m
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import sqlite3
 import threading
@@ -42,7 +43,9 @@ from tether.store.base import (
     RunRow,
     StepRecord,
     WorkerRow,
+    WorkflowKey,
     conflict,
+    workflow_keys,
 )
 from tether.store.sqlite_audit import SqliteAudit
 from tether.store.sqlite_coordination import (
@@ -95,6 +98,7 @@ class SqliteStore(SqliteCoordination, SqliteAudit, SqliteServices):
     """
 
     dialect = "sqlite"
+    database_clock_leases = False
 
     def __init__(self, path: str, *, synchronous: str = "NORMAL", busy_timeout: float = 30.0):
         if path in ("", ":memory:") or path.startswith("file::memory:"):
@@ -331,19 +335,20 @@ class SqliteStore(SqliteCoordination, SqliteAudit, SqliteServices):
     def claim_runs(
         self,
         worker_id: str,
-        names: Sequence[str],
+        names: Sequence[str | WorkflowKey],
         limit: int,
         now: float,
         lease_ttl: float,
         queues: Sequence[QueueLimits] = (),
     ) -> list[tuple[Lease, RunRow]]:
-        """Claim due runs, then queued runs within their queues' limits.
+        """Claim due runs of these workflows and versions, then queued runs within limits.
 
         One write transaction: SQLite's single writer serializes claimers across processes.
+        Leases are measured on the caller's `now` (one machine, one clock).
         """
         if not names or limit <= 0:
             return []
-        named = _json_list(names)
+        named = json.dumps(workflow_keys(names))
 
         def txn(conn: sqlite3.Connection) -> list[RunRow]:
             due = (worker_id, now, now, named, now, now - lease_ttl, limit)

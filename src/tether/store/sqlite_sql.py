@@ -139,6 +139,13 @@ ADVANCE_TICK = "UPDATE schedules SET last_tick = ? WHERE name = ? AND last_tick 
 
 # -- claims -----------------------------------------------------------------------------------
 
+# The claimer's workflows: a JSON array of [name, version] pairs; a run matches its name and
+# exactly its version (NULL for none).
+_RUNS_OF_KEYS = """EXISTS (
+    SELECT 1 FROM json_each(?) AS k
+    WHERE json_extract(k.value, '$[0]') = runs.name
+      AND json_extract(k.value, '$[1]') IS runs.version)"""
+
 LIVE_WORKERS = "SELECT id FROM workers WHERE stopped_at IS NULL AND heartbeat_at > ?"
 # Due runs outside queue limits: woken waiters, runs of dead owners, PENDING runs of no queue.
 CLAIM_DUE = f"""
@@ -148,7 +155,7 @@ SET owner = ?, epoch = epoch + 1, status = 'RUNNING', updated_at = ?,
     recoveries = recoveries + (status = 'RUNNING')
 WHERE id IN (
     SELECT id FROM runs
-    WHERE name IN (SELECT value FROM json_each(?))
+    WHERE {_RUNS_OF_KEYS}
       AND ((status = 'WAITING' AND wake_at <= ?)
         OR (status = 'RUNNING' AND (owner IS NULL OR owner NOT IN ({LIVE_WORKERS})))
         OR (status = 'PENDING' AND queue IS NULL))
@@ -159,20 +166,20 @@ RETURNING {RUN_COLUMNS}
 QUEUE_ACTIVE = "SELECT count(*) FROM runs WHERE queue = ? AND status IN ('RUNNING', 'WAITING')"
 QUEUE_MINE = "SELECT count(*) FROM runs WHERE queue = ? AND status = 'RUNNING' AND owner = ?"
 QUEUE_STARTED_SINCE = "SELECT count(*) FROM runs WHERE queue = ? AND started_at > ?"
-QUEUE_CANDIDATES = """
+QUEUE_CANDIDATES = f"""
 SELECT id FROM runs
-WHERE queue = ? AND status = 'PENDING' AND name IN (SELECT value FROM json_each(?))
+WHERE queue = ? AND status = 'PENDING' AND {_RUNS_OF_KEYS}
 ORDER BY priority, created_at
 LIMIT ?
 """
 # With per-partition limits: rank the waiting runs of each partition and take, from each, only
 # as many as its running ones leave room for.
-QUEUE_PARTITION_CANDIDATES = """
+QUEUE_PARTITION_CANDIDATES = f"""
 SELECT id FROM (
     SELECT id, priority, created_at, partition_key,
            row_number() OVER (PARTITION BY partition_key ORDER BY priority, created_at) AS rank
     FROM runs
-    WHERE queue = ? AND status = 'PENDING' AND name IN (SELECT value FROM json_each(?))) AS c
+    WHERE queue = ? AND status = 'PENDING' AND {_RUNS_OF_KEYS}) AS c
 WHERE c.partition_key IS NULL OR c.rank + (
     SELECT count(*) FROM runs a
     WHERE a.queue = ? AND a.partition_key = c.partition_key

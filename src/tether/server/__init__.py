@@ -1,0 +1,1 @@
+"""Operating tether: health endpoints, the worker supervisor (top layer)."""
