@@ -300,7 +300,8 @@ def _run_machine(base: Settings) -> None:
     started = time.perf_counter()
     run_state_machine_as_test(machine, settings=HYPOTHESIS)
     elapsed = time.perf_counter() - started
-    print(f"engine model on {str(base.database_url).split(':')[0]}: {dict(tally)} in {elapsed:.1f}s")
+    backend = str(base.database_url).split(":")[0]
+    print(f"engine model on {backend}: {dict(tally)} in {elapsed:.1f}s")
     assert tally["examples"] >= HYPOTHESIS.max_examples
 
 
