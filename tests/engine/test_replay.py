@@ -311,3 +311,30 @@ async def test_start__existing_run_claimed_here_meanwhile__not_run_from_scratch(
         gate.set()
     assert ledger["work-0"] == 1
     assert ledger["work-1"] == 1
+
+
+async def test_declared_stopped__only_worker__resumes_its_own_abandoned_runs(make_app: MakeApp):
+    """A worker declared stopped while it runs abandons its runs; they must not strand.
+
+    (Found by the engine model in test_state_machine.py: the worker registered again under
+    the same id, so the runs it had abandoned were owned by a live worker and nobody, itself
+    included, ever claimed them.)"""
+    ledger: Counter[str] = Counter()
+    gate = asyncio.Event()
+    app = make_app()
+    define(app, ledger, gate, stop_at=2)
+    async with app:
+        handle = await app.start("six", id="alone")
+        await wait_for_steps(app, "alone", 2)
+        worker = app._worker
+        assert worker is not None
+        first_id = worker.id
+        app.store.stop_workers([first_id], worker.clock.now())
+        for _ in range(400):
+            if worker.id != first_id:
+                break
+            await asyncio.sleep(0.01)
+        gate.set()
+        assert await handle.result(timeout=10) == [0, 10, 20, 30, 40, 50]
+    assert ledger["work-0"] == ledger["work-1"] == 1
+    assert [s.seq for s in app.store.load_steps("alone")] == list(range(6))

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from tether.errors import LeaseLostError, WorkflowConflictError
-from tether.store.base import RunFilter, Store
+from tether.store.base import Batch, Completion, Lease, RunFilter, Store
 
 from .helpers import NOW, lease, new_run
 
@@ -91,6 +91,53 @@ def test_complete_run__stale_epoch__raises_lease_lost_and_writes_nothing(store: 
     with pytest.raises(LeaseLostError):
         store.complete_run(lease("a", epoch=7), "SUCCEEDED", b"1", None, NOW)
     assert store.get_run("a").status == "RUNNING"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("via_batch", [False, True])
+def test_complete_run__run_released_to_waiting__lease_lost_and_still_waiting(
+    store: Store, via_batch: bool
+):
+    """A suspended run's lease is no longer its own: a late completion under it is refused.
+
+    (Found by the store model in test_state_machine.py: the completion used to be accepted
+    while the run was WAITING at the same epoch.)"""
+    store.create_run(new_run("a"))
+    assert store.suspend(lease("a"), NOW + 60, [], [], NOW)
+    _complete_refused(store, lease("a"), via_batch)
+    row = store.get_run("a")
+    assert row is not None
+    assert (row.status, row.output, row.wake_at) == ("WAITING", None, NOW + 60)
+
+
+@pytest.mark.parametrize("via_batch", [False, True])
+def test_complete_run__cancelled_then_resumed__old_lease_cannot_complete(
+    store: Store, via_batch: bool
+):
+    """Resuming keeps the epoch; the owner from before the cancel must not end the new run."""
+    store.create_run(new_run("a"))
+    store.cancel_run("a", b"{}", NOW)
+    store.resume_run("a", NOW + 1)
+    _complete_refused(store, lease("a"), via_batch)
+    row = store.get_run("a")
+    assert row is not None
+    assert (row.status, row.output) == ("PENDING", None)
+
+
+def _complete_refused(store: Store, held: Lease, via_batch: bool) -> None:
+    if via_batch:
+        two = [Completion(held, "SUCCEEDED", b"1", None, NOW), _other_completion(store)]
+        result = store.write_batch(Batch(completions=two))
+        assert isinstance(result.completions[0], LeaseLostError)
+        assert result.completions[1] is None
+    else:
+        with pytest.raises(LeaseLostError, match=r"the run is (WAITING|PENDING)"):
+            store.complete_run(held, "SUCCEEDED", b"1", None, NOW)
+
+
+def _other_completion(store: Store) -> Completion:
+    """A valid completion of another run, so the batch takes the several-runs path."""
+    store.create_run(new_run("b"))
+    return Completion(lease("b"), "SUCCEEDED", b"2", None, NOW)
 
 
 def test_complete_run__unknown_run__raises_lease_lost(store: Store):

@@ -116,6 +116,7 @@ class Worker:
         self.draining = False
         self._claim_wakeup = asyncio.Event()
         self._last_heartbeat = 0.0
+        self._gave_up = False  # runs abandoned for want of heartbeats; start afresh once back
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
 
@@ -474,15 +475,28 @@ class Worker:
             except TetherError as exc:
                 silent = time.monotonic() - self._last_heartbeat
                 log.warning("heartbeat failed (%s), last success %.1fs ago", exc, silent)
-                if silent > self.settings.lease_ttl:
+                if silent > self.settings.lease_ttl and not self._gave_up:
                     # Others may take our runs now: stop writing for them before they do.
                     self.abandon_all()
+                    self._gave_up = True
                 continue
             self._last_heartbeat = time.monotonic()
-            if not alive:
-                log.warning("worker %s was declared stopped; abandoning its runs", self.id)
+            if not alive or self._gave_up:
+                log.warning("worker %s gave up its runs; they will be resumed", self.id)
                 self.abandon_all()
-                await self.db(self.store.register_worker, self._row())
+                await self._start_afresh()
+
+    async def _start_afresh(self) -> None:
+        """Go on under a new identity, the old one stopped, after abandoning every run.
+
+        The runs the old identity owns are claimable again (by any worker, this one too):
+        under the old identity, alive again, nobody would take them and they would strand.
+        """
+        old, self.id = self.id, uuid.uuid4().hex
+        await self.db(self.store.stop_workers, [old], self.clock.now())
+        await self.db(self.store.register_worker, self._row())
+        self._gave_up = False
+        self.wake_claims()
 
     async def _look_for_cancellations(self) -> None:
         statuses = await self.db(self.store.run_statuses, list(self.running))

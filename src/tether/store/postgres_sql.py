@@ -156,25 +156,27 @@ class Statements:
     LIST_RUNS = f"SELECT {RUN_COLUMNS} FROM {{s}}.runs WHERE true"
     RUN_STATUS = "SELECT status FROM {s}.runs WHERE id = %s"
     RUN_STATUSES = "SELECT id, status FROM {s}.runs WHERE id = ANY(%s::text[])"
-    COMPLETE_RUN = f"""
-    UPDATE {{s}}.runs SET status = %(status)s, output = %(output)s, error = %(error)s,
+    # Only while the lease is the run's: its epoch, and RUNNING (not released to WAITING by
+    # `suspend`, nor made PENDING again by `resume_run`).
+    COMPLETE_RUN = """
+    UPDATE {s}.runs SET status = %(status)s, output = %(output)s, error = %(error)s,
         updated_at = to_timestamp(%(now)s::float8), finished_at = to_timestamp(%(now)s::float8),
         wake_at = NULL
-    WHERE id = %(id)s AND epoch = %(epoch)s AND status IN {ACTIVE}
+    WHERE id = %(id)s AND epoch = %(epoch)s AND status = 'RUNNING'
     RETURNING id
     """
     # Several completions (distinct runs): their rows are locked in id order first.
-    COMPLETE_RUNS = f"""
+    COMPLETE_RUNS = """
     WITH v AS (
         SELECT * FROM unnest(%s::text[], %s::int8[], %s::text[], %s::bytea[], %s::bytea[],
                              %s::float8[]) AS v(id, epoch, status, output, error, at)),
     locked AS MATERIALIZED (
-        SELECT r.id FROM {{s}}.runs r JOIN v ON v.id = r.id AND v.epoch = r.epoch
-        WHERE r.status IN {ACTIVE} ORDER BY r.id FOR UPDATE OF r)
-    UPDATE {{s}}.runs AS r SET status = v.status, output = v.output, error = v.error,
+        SELECT r.id FROM {s}.runs r JOIN v ON v.id = r.id AND v.epoch = r.epoch
+        WHERE r.status = 'RUNNING' ORDER BY r.id FOR UPDATE OF r)
+    UPDATE {s}.runs AS r SET status = v.status, output = v.output, error = v.error,
         updated_at = to_timestamp(v.at), finished_at = to_timestamp(v.at), wake_at = NULL
     FROM v JOIN locked ON locked.id = v.id
-    WHERE r.id = v.id AND r.epoch = v.epoch AND r.status IN {ACTIVE}
+    WHERE r.id = v.id AND r.epoch = v.epoch AND r.status = 'RUNNING'
     RETURNING r.id
     """
     # Runs waiting for the end of runs that just ended (of those given, the ones that have

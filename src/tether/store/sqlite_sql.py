@@ -28,9 +28,11 @@ SELECT_RUN = f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?"
 SELECT_DEDUP = f"""
 SELECT id FROM runs WHERE queue IS ? AND dedup_id = ? AND status IN {ACTIVE}
 """
-COMPLETE_RUN = f"""
+# Only while the lease is the run's: its epoch, and RUNNING (not released to WAITING by
+# `suspend`, nor made PENDING again by `resume_run`).
+COMPLETE_RUN = """
 UPDATE runs SET status = ?, output = ?, error = ?, updated_at = ?, finished_at = ?, wake_at = NULL
-WHERE id = ? AND epoch = ? AND status IN {ACTIVE}
+WHERE id = ? AND epoch = ? AND status = 'RUNNING'
 """
 # Runs waiting (evicted) for the end of runs that just ended are woken.
 WAKE_WAITERS = """
