@@ -2,7 +2,8 @@
 
 `migrations/<dialect>/NNNN_<what>.sql` holds version NNNN. A store applies the files above
 the version recorded in its `schema_version` table, each in its own transaction, and refuses
-a database whose version is newer than the newest file it knows.
+a database whose version is newer than the newest file it knows. Versions increase and are
+unique; a number may be skipped (features developed side by side reserve theirs).
 """
 
 from __future__ import annotations
@@ -36,8 +37,11 @@ def migrations(dialect: str) -> tuple[Migration, ...]:
         if match:
             found.append(Migration(int(match.group(1)), entry.name, entry.read_text("utf-8")))
     found.sort(key=lambda m: m.version)
-    if [m.version for m in found] != list(range(1, len(found) + 1)):
-        raise SchemaVersionError(f"the {dialect} migrations are not numbered 1..n: {found}")
+    versions = [m.version for m in found]
+    if not versions or versions[0] < 1 or len(set(versions)) != len(versions):
+        raise SchemaVersionError(
+            f"the {dialect} migrations must have unique versions from 1 up: {found}"
+        )
     return tuple(found)
 
 

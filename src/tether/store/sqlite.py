@@ -43,6 +43,7 @@ from tether.store.base import (
     WorkerRow,
     conflict,
 )
+from tether.store.sqlite_blobs import SqliteBlobs
 from tether.store.sqlite_coordination import (
     SqliteCoordination,
     _claim_from_queue,
@@ -82,7 +83,7 @@ def _translated(what: str) -> Iterator[None]:
         raise _translate(exc, what) from exc
 
 
-class SqliteStore(SqliteCoordination):
+class SqliteStore(SqliteCoordination, SqliteBlobs):
     """A `Store` on a SQLite file.
 
     Args:
