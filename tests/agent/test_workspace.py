@@ -45,7 +45,9 @@ def read_tree(root: Path) -> dict[str, str]:
     return out
 
 
-def define(app: tether.App, where: dict[str, Path], gate: asyncio.Event | None, ledger: Counter):
+def define(
+    app: tether.App, where: dict[str, Path], gate: asyncio.Event | None, ledger: Counter[str]
+):
     """An agent that edits files in three steps, with a checkpoint after the first two."""
 
     @app.step(name="write")
