@@ -150,19 +150,21 @@ async def run(
     """
     opts = options if options is not None else SandboxOptions()
     status_r, status_w = os.pipe()
-    argv = _argv(_command(cmd), _directory(workspace), opts, env)
-    argv[1:1] = ["--json-status-fd", str(status_w)]  # says whether the command started
-    started = time.monotonic()
     try:
-        proc = await _spawn(argv, status_w, opts)
-    finally:
-        os.close(status_w)
-    try:
+        argv = _argv(_command(cmd), _directory(workspace), opts, env)
+        argv[1:1] = ["--json-status-fd", str(status_w)]  # says whether the command started
+        started = time.monotonic()
+        try:
+            proc = await _spawn(argv, status_w, opts)
+        finally:
+            os.close(status_w)
+            status_w = -1
         out, err, timed_out = await _communicate(proc, timeout, opts.max_output_bytes)
-    finally:
-        if proc.returncode is None:  # cancelled: take the sandbox down with the task
-            _kill(proc)
         status = _read_status(status_r)
+    finally:
+        for fd in (status_r, status_w):
+            if fd >= 0:
+                os.close(fd)
     duration = time.monotonic() - started
     code = proc.returncode if proc.returncode is not None else -signal.SIGKILL
     if "child-pid" not in status and not timed_out:
@@ -292,8 +294,8 @@ async def _spawn(
     exe = argv[0] if os.sep in argv[0] else shutil.which(argv[0])
     if exe is None or not os.access(exe, os.X_OK):
         raise SandboxUnavailableError(f"bubblewrap ({opts.bwrap!r}) was not found; {_INSTALL}")
-    try:
-        return await asyncio.create_subprocess_exec(
+    spawning = asyncio.ensure_future(
+        asyncio.create_subprocess_exec(
             exe,
             *argv[1:],
             stdin=asyncio.subprocess.DEVNULL,
@@ -302,10 +304,19 @@ async def _spawn(
             start_new_session=True,  # one process group: a timeout kills bwrap and its helpers
             pass_fds=(status_fd,),
         )
+    )
+    try:
+        return await asyncio.shield(spawning)
     except (FileNotFoundError, PermissionError) as exc:
         raise SandboxUnavailableError(
             f"bubblewrap ({exe!r}) cannot be started ({exc.strerror}); {_INSTALL}"
         ) from None
+    except asyncio.CancelledError:  # the process may exist already: never leave it running
+        with contextlib.suppress(Exception):
+            proc = await spawning
+            _kill(proc)
+            await proc.communicate()
+        raise
 
 
 class _Capture:
@@ -343,13 +354,14 @@ async def _communicate(
             await proc.wait()
     except TimeoutError:
         timed_out = True
-        _kill(proc)
-        # Every process of the sandbox dies with it, closing the pipes; bound the wait anyway.
-        await asyncio.wait(readers, timeout=_DRAIN)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(_DRAIN):
-                await proc.wait()
-    finally:
+    finally:  # on timeout, and when the awaiting task is cancelled
+        if proc.returncode is None:
+            _kill(proc)
+            # Every process of the sandbox dies with bwrap, closing the pipes; bound the wait.
+            await asyncio.wait(readers, timeout=_DRAIN)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_DRAIN):
+                    await proc.wait()
         for task in readers:
             task.cancel()
     return out, err, timed_out
@@ -364,17 +376,14 @@ def _read_status(fd: int) -> dict[str, object]:
     """Merge the JSON documents bwrap wrote to its status pipe (child-pid, exit-code)."""
     os.set_blocking(fd, False)
     data = b""
-    try:
-        while True:
-            try:
-                chunk = os.read(fd, _READ)
-            except BlockingIOError:
-                break
-            if not chunk:
-                break
-            data += chunk
-    finally:
-        os.close(fd)
+    while True:
+        try:
+            chunk = os.read(fd, _READ)
+        except BlockingIOError:
+            break
+        if not chunk:
+            break
+        data += chunk
     status: dict[str, object] = {}
     decoder = json.JSONDecoder()
     text, pos = data.decode("utf-8", "replace"), 0
