@@ -4,10 +4,13 @@
 
 The model and message types every provider shares live in `tether.agent.types`; service
 awareness (circuit breakers and rate budgets shared by the fleet) in `tether.agent.services`.
+An agent's working directory is a `Workspace` (checkpointed with the run, restored on any
+worker), and its commands run in a sandbox (`tether.agent.sandbox`).
 """
 
 from __future__ import annotations
 
+from tether.agent import sandbox
 from tether.agent.agent import Agent, AgentResult, Observer
 from tether.agent.app import App
 from tether.agent.budgets import Budget
@@ -29,6 +32,12 @@ from tether.agent.hooks import (
 )
 from tether.agent.llm import DEFAULT_MODEL_RETRY, ServiceGate
 from tether.agent.models import Model, Price
+from tether.agent.sandbox import (
+    SandboxError,
+    SandboxOptions,
+    SandboxResult,
+    SandboxUnavailableError,
+)
 from tether.agent.services import (
     CircuitOpenError,
     Permit,
@@ -50,6 +59,14 @@ from tether.agent.types import (
     ToolSpec,
     Usage,
 )
+from tether.agent.workspace import (
+    Entry,
+    Restored,
+    Snapshot,
+    Workspace,
+    WorkspaceChangedError,
+    WorkspaceError,
+)
 
 __all__ = [
     "DEFAULT_MODEL_RETRY",
@@ -62,6 +79,7 @@ __all__ = [
     "Budget",
     "BudgetExceededError",
     "CircuitOpenError",
+    "Entry",
     "ErrorKind",
     "HookDecision",
     "Message",
@@ -79,17 +97,27 @@ __all__ = [
     "ProviderError",
     "RateBudgetError",
     "RequireApproval",
+    "Restored",
+    "SandboxError",
+    "SandboxOptions",
+    "SandboxResult",
+    "SandboxUnavailableError",
     "ServiceCircuitOpenError",
     "ServiceGate",
     "ServicePolicy",
     "ServiceState",
     "Services",
     "SideEffect",
+    "Snapshot",
     "StepEvent",
     "Tool",
     "ToolCall",
     "ToolEvent",
     "ToolSpec",
     "Usage",
+    "Workspace",
+    "WorkspaceChangedError",
+    "WorkspaceError",
     "counts_as_failure",
+    "sandbox",
 ]

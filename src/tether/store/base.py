@@ -630,6 +630,28 @@ class Store(Protocol):
         """
         ...
 
+    # -- blobs --------------------------------------------------------------------------------
+
+    def put_blobs(self, items: Sequence[tuple[str, bytes]]) -> int:
+        """Store blobs `(hash, data)` in one transaction; return how many are new.
+
+        The hash names the content (the caller computes it): a hash already stored is skipped
+        and its bytes are never rewritten, so concurrent writers of the same content agree.
+        """
+        ...
+
+    def missing_blobs(self, hashes: Sequence[str]) -> list[str]:
+        """Return the hashes among `hashes` that are not stored, once each, in their order."""
+        ...
+
+    def get_blobs(self, hashes: Sequence[str]) -> dict[str, bytes]:
+        """Return the stored bytes of each of `hashes` that is stored; missing ones are absent."""
+        ...
+
+    def blob_stats(self) -> tuple[int, int]:
+        """Return (how many blobs are stored, their total size in bytes)."""
+        ...
+
     # -- audit chains -------------------------------------------------------------------------
 
     def append_audit(self, rows: Sequence[AuditRow], now: float) -> None:

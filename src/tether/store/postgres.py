@@ -68,6 +68,7 @@ from tether.store.base import (
     workflow_keys,
 )
 from tether.store.postgres_audit import PostgresAudit
+from tether.store.postgres_blobs import PostgresBlobs
 from tether.store.postgres_coordination import (
     PostgresCoordination,
     _Conn,
@@ -99,7 +100,7 @@ _Created = tuple[RunRow, bool] | WorkflowConflictError | DeduplicatedError
 _CREATE_TRIES = 5
 
 
-class PostgresStore(PostgresCoordination, PostgresAudit, PostgresServices):
+class PostgresStore(PostgresCoordination, PostgresAudit, PostgresServices, PostgresBlobs):
     """A `Store` in a schema of a PostgreSQL database.
 
     Args:

@@ -48,6 +48,7 @@ from tether.store.base import (
     workflow_keys,
 )
 from tether.store.sqlite_audit import SqliteAudit
+from tether.store.sqlite_blobs import SqliteBlobs
 from tether.store.sqlite_coordination import (
     SqliteCoordination,
     _claim_from_queue,
@@ -88,7 +89,7 @@ def _translated(what: str) -> Iterator[None]:
         raise _translate(exc, what) from exc
 
 
-class SqliteStore(SqliteCoordination, SqliteAudit, SqliteServices):
+class SqliteStore(SqliteCoordination, SqliteAudit, SqliteServices, SqliteBlobs):
     """A `Store` on a SQLite file.
 
     Args:
