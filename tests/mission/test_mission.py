@@ -81,7 +81,7 @@ def setup(
     (root / "data" / "sales.csv").write_text("quarter,revenue\nQ1,1200\nQ2,1350\n")
     provider = s.ScriptedProvider(script, recovery=recovery)
     agent = Agent(model=Model(provider, "m1"), tools=toolbox(app, root), retry=QUICK)
-    mission = Mission(spec=CONTRACT, agent=agent, app=app, workspace=root)
+    mission = Mission(spec=CONTRACT, agent=agent, workspace=root)
 
     @app.workflow(name="job")
     async def job(task: str) -> dict[str, Any]:
@@ -189,7 +189,7 @@ async def test_repeated_drift__rollback_to_progress_with_the_next_model(
     policy = Policy(
         strategies=[Strategy("next model", "Another model takes over.", rotate_models=1)]
     )
-    mission = Mission(spec=CONTRACT, agent=agent, app=app, workspace=root, policy=policy)
+    mission = Mission(spec=CONTRACT, agent=agent, workspace=root, policy=policy)
 
     @app.workflow(name="job")
     async def job(task: str) -> dict[str, Any]:
@@ -228,7 +228,7 @@ async def test_escalation__refused_by_a_human__halts(make_app: MakeApp, tmp_path
 
 
 async def test_spec_without_final_checks__refused(make_app: MakeApp):
-    app = make_app()
+    make_app()
     agent = Agent(model=Model(s.ScriptedProvider([DONE]), "m1"))
     with pytest.raises(tether.ConfigError, match="final_checks"):
-        Mission(spec=spec.MissionSpec(objective="x"), agent=agent, app=app)
+        Mission(spec=spec.MissionSpec(objective="x"), agent=agent)

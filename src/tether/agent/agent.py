@@ -49,8 +49,7 @@ from tether.agent.types import (
     Usage,
 )
 from tether.engine import context as contexts
-from tether.engine import messages
-from tether.engine import step as steps
+from tether.engine import messages, runtime
 from tether.engine.retry import Retry
 from tether.errors import (
     ConfigError,
@@ -148,7 +147,7 @@ class Agent:
         self.validator = OutputValidator(self.output)
         self.caller = ModelCaller(self.chain, self.retry, self.services)
         self.hook_runner = HookRunner(self.hooks)
-        self._start = steps.durable(_now, name="agent:start")
+        self._start = runtime.step(name="agent:start", retry=None)(_now)
         self._observers: list[Observer] = []
 
     async def run(

@@ -33,7 +33,7 @@ from typing import Any, Literal
 import pydantic
 
 from tether.agent.types import Message, ModelResponse, ToolCall, Usage
-from tether.engine import step as steps
+from tether.engine import runtime
 
 
 class _Frozen(pydantic.BaseModel):
@@ -127,7 +127,7 @@ class HookRunner:
     def __init__(self, hooks: Sequence[AgentHooks]) -> None:
         self.hooks = tuple(hooks)
         self._steps = {
-            point: steps.durable(_call_hooks, name=f"hook:{point}")
+            point: runtime.step(name=f"hook:{point}", retry=None)(_call_hooks)
             for point in ("before_model", "before_tool", "after_step")
         }
 

@@ -34,8 +34,7 @@ from tether.agent import services
 from tether.agent.errors import ModelCallError, ModelsExhaustedError, ServiceCircuitOpenError
 from tether.agent.models import Model
 from tether.agent.types import ErrorKind, ModelRequest, ModelResponse, OnToken, ProviderError
-from tether.engine import step as steps
-from tether.engine import timers
+from tether.engine import runtime, timers
 from tether.engine.retry import Retry
 
 DEFAULT_MODEL_RETRY = Retry(attempts=4, initial_delay=1.0, backoff=2.0, max_delay=60.0)
@@ -117,7 +116,9 @@ class ModelCaller:
         self.chain = tuple(chain)
         self.retry = retry
         self.gate = gate
-        self._steps = {m.label: steps.durable(_attempt, name=f"llm:{m.label}") for m in chain}
+        self._steps = {
+            m.label: runtime.step(name=f"llm:{m.label}", retry=None)(_attempt) for m in chain
+        }
 
     async def complete(
         self,

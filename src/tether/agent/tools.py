@@ -31,7 +31,7 @@ from typing import Any, Generic, Literal, ParamSpec, TypeVar
 import pydantic
 
 from tether.agent.types import ToolSpec
-from tether.engine import step as steps
+from tether.engine import runtime
 from tether.engine.retry import Retry
 from tether.errors import ConfigError
 
@@ -102,12 +102,11 @@ class Tool(Generic[P, R]):
         self.fn = fn
         self.options = options
         self.is_async = inspect.iscoroutinefunction(fn)
-        self._direct = steps.durable(
-            fn, name=f"tool:{options.name}", retry=options.retry, timeout=options.timeout
+        declare = runtime.step(
+            name=f"tool:{options.name}", retry=options.retry, timeout=options.timeout
         )
-        self._for_agent = steps.durable(
-            _run, name=f"tool:{options.name}", retry=options.retry, timeout=options.timeout
-        )
+        self._direct = declare(fn)
+        self._for_agent = declare(_run)
         functools.update_wrapper(self, fn)
 
     @property
@@ -117,7 +116,7 @@ class Tool(Generic[P, R]):
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
         """Call the tool as a step of the current workflow (or plainly outside one)."""
-        return typing.cast(R, self._direct(*args, **kwargs))
+        return self._direct(*args, **kwargs)
 
     @functools.cached_property
     def arguments_model(self) -> type[pydantic.BaseModel]:

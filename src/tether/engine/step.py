@@ -21,7 +21,6 @@ import asyncio
 import contextvars
 import dataclasses
 import functools
-import inspect
 import time
 import typing
 from collections.abc import Callable
@@ -350,33 +349,6 @@ def _commit_sync(call: StepCall, record: StepRecord) -> StepRecord:
         return call.ex.worker.committer.commit(call.ex.lease, record)
     except LeaseLostError as exc:
         raise call.lease_lost(exc) from None
-
-
-def durable(
-    fn: Callable[..., Any],
-    *,
-    name: str,
-    retry: Retry | None = None,
-    timeout: float | None = None,
-) -> Callable[..., Any]:
-    """Make `fn` a step named `name`, without an `App`: what `@app.step` does.
-
-    Layers built on the engine (the agent layer) declare their own steps with it; the step
-    finds its run through the current workflow, so it needs no App of its own.
-
-        call = durable(complete, name="llm:openai:gpt-4o", retry=Retry.never())
-        response = await call(request)      # in workflow code: journaled, replayed
-
-    Args:
-        fn: the body, `async def` or plain `def`.
-        name: the name recorded in the journal.
-        retry: the retry policy; None for a single attempt.
-        timeout: seconds an attempt may run before it fails with `StepTimeoutError`.
-    """
-    if timeout is not None and timeout <= 0:
-        raise ConfigError(f"timeout={timeout} must be a positive number of seconds")
-    is_async = inspect.iscoroutinefunction(fn)
-    return make_wrapper(StepSpec(name, fn, is_async, retry or Retry.never(), timeout))
 
 
 def make_wrapper(spec: StepSpec) -> Callable[..., Any]:

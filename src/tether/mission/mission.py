@@ -1,6 +1,6 @@
 """`Mission`: an agent run held to a declared contract, verified, corrected and audited.
 
-    mission = Mission(spec=contract, agent=agent, app=app, workspace="./work")
+    mission = Mission(spec=contract, agent=agent, workspace="./work")
 
     @app.workflow()
     async def job(task: str) -> dict:
@@ -35,8 +35,7 @@ from tether.agent.hooks import AgentHooks, AgentState, HookDecision, StepEvent
 from tether.agent.types import Message, ToolCall
 from tether.engine import context as contexts
 from tether.engine import messages as engine_messages
-from tether.engine import step as steps
-from tether.engine.app import App
+from tether.engine import runtime
 from tether.errors import ConfigError, MissionSpecChangedError
 from tether.mission import checks, correction, spec, states
 from tether.mission.correction import MARKER, Action, Policy, Strategy
@@ -96,7 +95,6 @@ class Mission:
     Attributes:
         spec: the contract; it must declare final checks (a mission closes only on them).
         agent: the agent that does the work.
-        app: the app whose database holds the audit chain.
         policy: the correction table.
         workspace: the folder file and command checks read (the agent's working directory).
         name: tells apart several missions run by one workflow.
@@ -106,7 +104,6 @@ class Mission:
 
     spec: spec.MissionSpec
     agent: Agent
-    app: App
     policy: Policy = dataclasses.field(default_factory=Policy)
     workspace: str | Path | None = None
     name: str = ""
@@ -122,9 +119,14 @@ class Mission:
         if self.max_restarts < 0:
             raise ConfigError(f"max_restarts={self.max_restarts} must not be negative")
         self.folder = Path(self.workspace) if self.workspace is not None else None
-        self.ledgers = LedgerStore(self.app.store, self.app.codec, self.audit_key)
-        self._record = steps.durable(self._record_body, name="mission:record")
-        self._close = steps.durable(self._close_body, name="mission:close")
+        self._record = runtime.step(name="mission:record", retry=None)(self._record_body)
+        self._close = runtime.step(name="mission:close", retry=None)(self._close_body)
+
+    @property
+    def ledgers(self) -> LedgerStore:
+        """The audit chains of the app running the current workflow."""
+        found = runtime.services("a mission")
+        return LedgerStore(found.store, found.codec, self.audit_key)
 
     def chain_id(self, run_id: str) -> str:
         """The audit chain of this mission in run `run_id`."""
