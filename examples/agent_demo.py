@@ -25,7 +25,8 @@ faults are injected then; the kill and the resume still happen.
 
 At the end the demo prints a timeline read from the run's journal and from two ledgers the
 demo keeps outside it (which process sent each model call, which process ran each tool), the
-report, the checks, and where to look next.
+report, the checks, and where to look next. It exits with 0 when the run succeeded and its
+report passed the checks (and, on the scripted model, when the run met every event above).
 """
 
 from __future__ import annotations
@@ -336,7 +337,7 @@ def scripted_chain() -> list[Model]:
     ledger = WORKDIR / "scripted.ledger"  # attempt counts that survive the kill
     primary = s.ScriptedProvider(script(), name="primary", ledger=ledger)
     fallback = s.ScriptedProvider(script(), name="fallback", ledger=ledger)
-    return [Model(witnessed(primary), "model-a"), Model(witnessed(fallback), "model-b")]
+    return [Model(Witnessed(primary), "model-a"), Model(Witnessed(fallback), "model-b")]
 
 
 def live_chain() -> list[Model]:
@@ -346,12 +347,12 @@ def live_chain() -> list[Model]:
         from tether.agent.providers.openai import OpenAIProvider
 
         name = os.environ.get("TETHER_DEMO_OPENAI_MODEL", "gpt-4o-mini")
-        chain.append(Model(witnessed(OpenAIProvider()), name, timeout=60.0))
+        chain.append(Model(Witnessed(OpenAIProvider()), name, timeout=60.0))
     if os.environ.get("ANTHROPIC_API_KEY"):
         from tether.agent.providers.anthropic import AnthropicProvider
 
-        name = os.environ.get("TETHER_DEMO_ANTHROPIC_MODEL", "claude-3-5-haiku-latest")
-        chain.append(Model(witnessed(AnthropicProvider()), name, timeout=60.0))
+        name = os.environ.get("TETHER_DEMO_ANTHROPIC_MODEL", "claude-haiku-4-5")
+        chain.append(Model(Witnessed(AnthropicProvider()), name, timeout=60.0))
     return chain
 
 
@@ -400,10 +401,6 @@ async def in_flight_until_killed() -> None:
     """
     await asyncio.to_thread(sys.stdin.buffer.read)
     os._exit(1)
-
-
-def witnessed(provider: Provider) -> Provider:
-    return Witnessed(provider)
 
 
 def wrote_report(messages: Sequence[Message]) -> bool:
@@ -829,10 +826,13 @@ def show_outcome(outcome: Outcome) -> bool:
 def where_to_look() -> None:
     tether_cli = Path(sys.executable).parent / "tether"
     cli = os.path.relpath(tether_cli) if tether_cli.exists() else "tether"
+    here = os.path.relpath(WORKDIR)
+    folder = WORKDIR if here.startswith("..") else Path(here)
+    db = f"sqlite:///{folder / 'demo.db'}"
     console.rule("[bold]where to look next[/]")
-    console.print(f"  {cli} workflows show {RUN_ID} --db {DB_URL}   # every step, timings")
-    console.print(f"  {cli} services list --db {DB_URL}   # the circuit breakers")
-    console.print(f"  {WORKDIR}/  report.md, the ledgers, worker-1.log, worker-2.log")
+    console.print(f"  {cli} workflows show {RUN_ID} --db {db}   # every step and its timing")
+    console.print(f"  {cli} services list --db {db}   # the circuit breakers")
+    console.print(f"  {folder}/  report.md, the two ledgers, worker-1.log, worker-2.log")
     console.print("  docs/agents.md (the agent loop), docs/services.md (breakers and budgets)")
 
 

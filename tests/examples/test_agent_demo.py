@@ -80,7 +80,7 @@ def test_agent_demo__scripted_model__shows_faults_kill_and_resume(tmp_path: Path
     assert done.returncode == 0, out + done.stderr
     for line in (
         "429 rate limited, retry-after 1.0s",
-        "1.00s (a durable tether.sleep)",
+        "(a durable tether.sleep)",
         "529 overloaded -> 2 failures: the breaker of 'primary' opens",
         "not called: the circuit breaker of 'primary' is open -> fail over to fallback:model-b",
         "final answer rejected: total_units: Input should be a valid integer",
