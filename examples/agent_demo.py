@@ -340,15 +340,20 @@ def scripted_chain() -> list[Model]:
     return [Model(Witnessed(primary), "model-a"), Model(Witnessed(fallback), "model-b")]
 
 
+def has_sdk(key: str) -> bool:
+    """Whether the SDK of the provider that `key` ("OPENAI_API_KEY" ...) is for is installed."""
+    return importlib.util.find_spec(key.split("_")[0].lower()) is not None
+
+
 def live_chain() -> list[Model]:
-    """The real models whose keys are set, OpenAI first."""
+    """The real models whose keys are set and SDKs installed, OpenAI first."""
     chain = []
-    if os.environ.get("OPENAI_API_KEY"):
+    if os.environ.get("OPENAI_API_KEY") and has_sdk("OPENAI_API_KEY"):
         from tether.agent.providers.openai import OpenAIProvider
 
         name = os.environ.get("TETHER_DEMO_OPENAI_MODEL", "gpt-4o-mini")
         chain.append(Model(Witnessed(OpenAIProvider()), name, timeout=60.0))
-    if os.environ.get("ANTHROPIC_API_KEY"):
+    if os.environ.get("ANTHROPIC_API_KEY") and has_sdk("ANTHROPIC_API_KEY"):
         from tether.agent.providers.anthropic import AnthropicProvider
 
         name = os.environ.get("TETHER_DEMO_ANTHROPIC_MODEL", "claude-haiku-4-5")
@@ -490,14 +495,11 @@ def choose_mode() -> str:
     keys = [k for k in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY") if os.environ.get(k)]
     if OPTIONS.scripted or not keys:
         return "scripted"
-    missing = [k for k in keys if importlib.util.find_spec(k.split("_")[0].lower()) is None]
-    if missing:
-        console.print(
-            f"[yellow]{', '.join(missing)} set, but its SDK is not installed "
-            f"(pip install 'tether[openai,anthropic]'): running the scripted model[/]"
-        )
-        return "scripted"
-    return "live"
+    for key in keys:
+        if not has_sdk(key):
+            sdk = key.split("_")[0].lower()
+            console.print(f"[yellow]{key} is set, but pip install 'tether[{sdk}]' is not done[/]")
+    return "live" if any(has_sdk(k) for k in keys) else "scripted"
 
 
 def spawn(mode: str, index: int, *extra: str) -> subprocess.Popen[bytes]:
@@ -790,7 +792,9 @@ async def report(workers: Workers, mode: str) -> int:
     console.print(f"[dim]run {status.value.lower()} in {workers.ended_at - workers.t0:.1f}s[/]")
     ok = status == tether.Status.SUCCEEDED and show_outcome(await handle.result())
     if status != tether.Status.SUCCEEDED:
-        console.print(f"[red]the run did not succeed ({status.value})[/]; see worker-2.log")
+        console.print(
+            f"[red]the run did not succeed ({status.value})[/]; the worker log above says why"
+        )
     console.rule("[bold]what the ledgers outside the journal show[/]")
     for good, text in ledger_findings(workers, steps):
         console.print(f"{'[green]ok[/]' if good else '[red]NOT OK[/]'}  {text}")
