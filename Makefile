@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: demo test lint typecheck pytest bench clean
+.PHONY: demo demo-engine test lint typecheck pytest bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -15,7 +15,10 @@ $(STAMP): pyproject.toml
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 
-demo: $(STAMP)  ## run the example on the embedded SQLite default, kill it, resume it
+demo: $(STAMP)  ## an agent on the embedded SQLite default: faults, failover, a SIGKILL, a resume
+	$(PY) examples/agent_demo.py $(DEMO_ARGS)
+
+demo-engine: $(STAMP)  ## a plain workflow, killed and resumed (no agent)
 	$(PY) examples/crash_and_resume.py
 
 test: lint typecheck pytest  ## ruff, mypy, pytest: the whole gate
