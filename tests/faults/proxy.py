@@ -36,7 +36,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 _SSL_REQUEST, _GSS_REQUEST, _CANCEL_REQUEST = 80877103, 80877104, 80877102
-_ANSWERED = frozenset(b"QSF")  # client messages each answered by one ReadyForQuery
+_ANSWERED = frozenset((b"Q", b"S", b"F"))  # client messages each answered by one ReadyForQuery
 _COMMIT_WORDS = (b"COMMIT", b"END", b"COMMIT TRANSACTION", b"COMMIT WORK")
 
 
@@ -135,8 +135,8 @@ class _ClientParser:
             _portal, _, rest = body.partition(b"\x00")
             self.pending = self.statements.get(rest.partition(b"\x00")[0], self.pending)
         elif kind == b"S":
-            text, self.pending = self.pending, None
-            return text is not None and armed is not None and _matches(text, armed)
+            bound, self.pending = self.pending, None
+            return bound is not None and armed is not None and _matches(bound, armed)
         return False
 
 

@@ -71,10 +71,13 @@ def test_blackhole_holds_bytes_and_new_connections_until_healed(
     proxy: FaultProxy, pg_database: str
 ):
     url = proxy.url(pg_database)
+    pool: concurrent.futures.ThreadPoolExecutor
     with connect(url) as conn, concurrent.futures.ThreadPoolExecutor(2) as pool:
         proxy.blackhole()
-        query = pool.submit(lambda: conn.execute("SELECT 'held'").fetchone())
-        fresh = pool.submit(select_once, url, "SELECT 'late'")
+        query: concurrent.futures.Future[object] = pool.submit(
+            lambda: conn.execute("SELECT 'held'").fetchone()
+        )
+        fresh: concurrent.futures.Future[object] = pool.submit(select_once, url, "SELECT 'late'")
         done, _ = concurrent.futures.wait([query, fresh], timeout=1.0)
         assert not done, "bytes flowed through a blackhole"
         proxy.pass_through()

@@ -27,7 +27,6 @@ how wake-ups stay safe under concurrent transactions.
 from __future__ import annotations
 
 import contextlib
-import math
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
@@ -71,6 +70,7 @@ from tether.store.postgres_coordination import (
     _Outcome,
     _Rollback,
 )
+from tether.store.postgres_net import Watchdog, connect_kwargs, reply_deadline
 from tether.store.postgres_sql import (
     DATABASE_TIME,
     LOCK_QUEUES,
@@ -115,7 +115,8 @@ class PostgresStore(PostgresCoordination):
             raise ConfigError(f"database URL {self._where!r} is not valid: {exc}") from None
         self._password = str(params.get("password") or "")
         self._url = url
-        self._kwargs = _connect_kwargs(params, settings)
+        self._kwargs = connect_kwargs(params, settings)
+        self._watchdog = Watchdog(reply_deadline(settings), f"tether-watchdog-{self.schema}")
         self._lock = threading.Lock()
         self._writer: _Conn | None = None
         self._closed = False
@@ -174,7 +175,8 @@ class PostgresStore(PostgresCoordination):
             if conn is None:
                 conn = self._writer = psycopg.connect(self._url, **self._kwargs)
             try:
-                return _run(conn, fn, transaction)
+                with self._watchdog.watch(conn):
+                    return _run(conn, fn, transaction)
             except BaseException:
                 if conn.closed or conn.info.transaction_status != TransactionStatus.IDLE:
                     self._writer = None  # broken or interrupted: reconnect on the next call
@@ -200,7 +202,7 @@ class PostgresStore(PostgresCoordination):
 
         For reads, and for writes that must not queue behind the journal writer.
         """
-        with self._translated(what), self._borrowed() as conn:
+        with self._translated(what), self._borrowed() as conn, self._watchdog.watch(conn):
             return _run(conn, fn, transaction)
 
     def _rows(self, what: str, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -214,6 +216,7 @@ class PostgresStore(PostgresCoordination):
     def close(self) -> None:
         """Close the writer connection and the pool."""
         self._closed = True
+        self._watchdog.close()
         with self._lock:
             if self._writer is not None:
                 self._writer.close()
@@ -453,13 +456,19 @@ class PostgresStore(PostgresCoordination):
     ) -> StepRecord:
         """Run `body` on a pooled connection and record its entry in the same transaction."""
         try:
-            with self._translated("run a transactional step"), self._borrowed() as conn:
+            with (
+                self._translated("run a transactional step"),
+                self._borrowed() as conn,
+                contextlib.ExitStack() as watched,
+            ):
                 conn.autocommit = False  # reset to True by the pool when the conn comes back
                 with conn.transaction():
                     try:
                         record = body(conn)
                     except Exception as exc:
                         raise _BodyFailed(exc, conn.broken) from exc
+                    # The body may take its time; the entry and the commit are bounded.
+                    watched.enter_context(self._watchdog.watch(conn))
                     [outcome] = self._record(conn, [(lease, record)])
                     if outcome is not record:
                         raise _Rollback(outcome)
@@ -560,17 +569,6 @@ def _run(conn: _Conn, fn: Callable[[_Conn], T], transaction: bool) -> T:
         return fn(conn)  # in autocommit, each statement is its own transaction
     with conn.transaction():
         return fn(conn)
-
-
-def _connect_kwargs(params: dict[str, Any], settings: Settings) -> dict[str, Any]:
-    """Connection options: autocommit, the timeouts, and a name DBAs can see."""
-    timeout_ms = max(1, round(settings.statement_timeout * 1000))
-    return {
-        "autocommit": True,
-        "connect_timeout": max(1, math.ceil(settings.connect_timeout)),
-        "options": f"{params.get('options') or ''} -c statement_timeout={timeout_ms}".strip(),
-        "application_name": params.get("application_name") or "tether",
-    }
 
 
 def _autocommit(conn: _Conn) -> None:
