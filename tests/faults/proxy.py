@@ -80,7 +80,7 @@ class _ClientParser:
         self.opaque = False
         self.answers = 0  # ReadyForQuery messages the client's messages have asked for
         self.statements: dict[bytes, bytes] = {}  # prepared statement name -> its text
-        self.pending: bytes | None = None  # text of the statement bound since the last Sync
+        self.pending: list[bytes] = []  # statements parsed or bound since the last Sync
         self.single_byte_answers = 0  # SSLRequest/GSSENCRequest answered by one byte
 
     def feed(self, data: bytes) -> Iterator[tuple[bytes, bytes]]:
@@ -130,13 +130,15 @@ class _ClientParser:
             name, _, rest = body.partition(b"\x00")
             text = rest.partition(b"\x00")[0]
             self.statements[name] = text
-            self.pending = text
+            self.pending.append(text)
         elif kind == b"B":
             _portal, _, rest = body.partition(b"\x00")
-            self.pending = self.statements.get(rest.partition(b"\x00")[0], self.pending)
+            known = self.statements.get(rest.partition(b"\x00")[0])
+            if known is not None:
+                self.pending.append(known)
         elif kind == b"S":
-            bound, self.pending = self.pending, None
-            return bound is not None and armed is not None and _matches(bound, armed)
+            bound, self.pending = self.pending, []
+            return armed is not None and any(_matches(text, armed) for text in bound)
         return False
 
 
