@@ -27,7 +27,7 @@ APP = Path(__file__).parent / "apps" / "worker.py"
 ROOT = Path(__file__).parents[2]
 
 
-def worker_env(settings: Settings, url: str | None = None, **options: object) -> dict[str, str]:
+def worker_env(settings: Settings, *, url: str | None = None, **options: object) -> dict[str, str]:
     """The environment of a worker process: the test's database, `TETHER_*` options."""
     env = dict(os.environ)
     env["TETHER_DATABASE_URL"] = url or settings.database_url or ""

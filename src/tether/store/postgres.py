@@ -413,15 +413,23 @@ class PostgresStore(PostgresCoordination):
         return [rec if (rec.run_id, rec.seq) in written else next(explained) for _, rec in items]
 
     def _resolve(self, conn: _Conn, items: Sequence[_Item]) -> list[_Outcome]:
-        """Explain writes that wrote nothing: a final entry stands, or the lease is lost."""
+        """Explain writes that wrote nothing: a final entry stands, or the lease is lost.
+
+        The entry is returned only to a writer whose lease is still the run's (its earlier
+        write's acknowledgement was lost); a writer fenced off meets `LeaseLostError` even if
+        the new owner has recorded that position meanwhile.
+        """
         keys = ([r.run_id for _, r in items], [r.seq for _, r in items])
         steps = conn.execute(self._sql.SELECT_STEPS_AT, keys, binary=True).fetchall()
         final = {(s[0], s[1]): StepRecord(*s) for s in steps if s[3] not in NOT_FINAL}
         runs = self._runs(conn, list({lease.run_id for lease, _ in items}))
-        return [
-            final.get((rec.run_id, rec.seq)) or lease_lost(lease, runs.get(lease.run_id))
-            for lease, rec in items
-        ]
+        out: list[_Outcome] = []
+        for lease, rec in items:
+            run = runs.get(lease.run_id)
+            entry = final.get((rec.run_id, rec.seq))
+            held = run is not None and run.epoch == lease.epoch
+            out.append(entry if entry is not None and held else lease_lost(lease, run))
+        return out
 
     def write_batch(self, batch: Batch) -> BatchResult:
         """Commit new runs, journal entries and completions together.
