@@ -27,12 +27,14 @@ APP = Path(__file__).parent / "apps" / "worker.py"
 ROOT = Path(__file__).parents[2]
 
 
-def worker_env(settings: Settings, *, url: str | None = None, **options: object) -> dict[str, str]:
+def worker_env(
+    settings: Settings, options: Mapping[str, object] | None = None, url: str | None = None
+) -> dict[str, str]:
     """The environment of a worker process: the test's database, `TETHER_*` options."""
     env = dict(os.environ)
     env["TETHER_DATABASE_URL"] = url or settings.database_url or ""
     env["TETHER_PG_SCHEMA"] = settings.pg_schema
-    for name, value in options.items():
+    for name, value in (options or {}).items():
         env[f"TETHER_{name.upper()}"] = str(value)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "src"), str(ROOT), *sys.path])
     return env

@@ -56,7 +56,7 @@ def test_fleet_storm__nothing_lost_nothing_twice(settings: Settings, tmp_path: P
     store.migrate()
     app = client(settings)
     ledger = tmp_path / "ledger.csv"
-    env = worker_env(settings, max_concurrency=CONCURRENCY)
+    env = worker_env(settings, {"max_concurrency": CONCURRENCY})
     storm = Storm(
         settings, ledger, env, WORKERS, seed=int(os.environ.get("TETHER_CRASH_SEED", "0"))
     )

@@ -63,13 +63,13 @@ def test_cut_shorter_than_the_lease__holder_keeps_its_runs(
     app = client(pg_settings)
     options: dict[str, object] = {"poll_interval": 0.2}  # default lease (10 s), heartbeat (2 s)
     holder = start_worker(
-        ledger, worker_env(pg_settings, url=proxy.url(pg_settings.database_url or ""), **options)
+        ledger, worker_env(pg_settings, options, url=proxy.url(pg_settings.database_url or ""))
     )
     thief = None
     try:
         ids = start_runs(app, 2, 30, 0.2) + start_runs(app, 2, 30, 0.2, "chain_sync", "s")
         wait_for(lambda: {r for r, *_ in Ledger.read(ledger).executed} == set(ids), 20, "claims")
-        thief = start_worker(ledger, worker_env(pg_settings, **options))
+        thief = start_worker(ledger, worker_env(pg_settings, options))
         proxy.blackhole()
         cut = time.time()
         time.sleep(5.0)
@@ -87,7 +87,9 @@ def test_cut_shorter_than_the_lease__holder_keeps_its_runs(
         assert {pid for _, _, pid, _ in seen.committed} == {holder.pid}, "a run was stolen"
         assert after, "the holder wrote nothing after the cut"
         assert not seen.fenced
-        assert not v.recorded_twice and not v.completed_rerun and not v.not_from_ledger
+        assert not v.recorded_twice
+        assert not v.completed_rerun
+        assert not v.not_from_ledger
         assert all(r.recoveries == 0 for r in (store.get_run(i) for i in ids) if r)
     finally:
         errors = stop_worker(holder)
@@ -108,12 +110,12 @@ def test_cut_longer_than_the_lease__taken_over_and_late_writes_refused(
     app = client(pg_settings)
     options: dict[str, object] = {"poll_interval": 0.2, "lease_ttl": 3.0, "heartbeat_interval": 1.0}
     url = proxy.url(pg_settings.database_url or "")
-    holder = start_worker(ledger, worker_env(pg_settings, url=url, **options))
+    holder = start_worker(ledger, worker_env(pg_settings, options, url=url))
     heir = None
     try:
         ids = start_runs(app, 2, 40, 0.2) + start_runs(app, 2, 40, 0.2, "chain_sync", "s")
         wait_for(lambda: {r for r, *_ in Ledger.read(ledger).executed} == set(ids), 20, "claims")
-        heir = start_worker(ledger, worker_env(pg_settings, **options))
+        heir = start_worker(ledger, worker_env(pg_settings, options))
         proxy.blackhole()
         cut = time.time()
         wait_for(
@@ -139,10 +141,12 @@ def test_cut_longer_than_the_lease__taken_over_and_late_writes_refused(
             f"holder commits after the takeover: {len(late)}"
         )
         assert set(statuses.values()) == {"SUCCEEDED"}
-        assert seen.fenced and {p for _, _, p, _ in seen.fenced} == {holder.pid}
+        assert seen.fenced
+        assert {p for _, _, p, _ in seen.fenced} == {holder.pid}
         assert not late, "the cut-off worker committed after the takeover"
         recorded = v  # the journal: each value from the one execution the ledger saw commit
-        assert not recorded.recorded_twice and not recorded.completed_rerun
+        assert not recorded.recorded_twice
+        assert not recorded.completed_rerun
         assert not recorded.not_from_ledger
         for r, seq, _, _ in seen.fenced:  # the refused position holds the heir's outcome
             assert any(c[:3] == (r, seq, heir.pid) for c in seen.committed)
@@ -202,7 +206,8 @@ async def test_lost_commit_acknowledgements__recorded_once_no_error(
         handle = await app.start(lossy, 20, id="lossy-1")
         assert await handle.result(timeout=60) == 42
     try:
-        assert len(faults) == 3 and all(f.wait(5) for f in faults), "a fault did not happen"
+        assert len(faults) == 3
+        assert all(f.wait(5) for f in faults), "a fault did not happen"
         steps = app.store.load_steps("lossy-1")
         assert [(s.seq, s.name, s.status) for s in steps] == [(0, "plain", "ok"), (1, "tx", "ok")]
         with psycopg.connect(pg_settings.database_url or "") as conn:
@@ -210,7 +215,9 @@ async def test_lost_commit_acknowledgements__recorded_once_no_error(
         assert rows == (1,), "the transactional step's write happened twice"
         assert bodies.count("plain") == 1, "the journal write's retry ran the step again"
         run = app.store.get_run("lossy-1")
-        assert run is not None and run.status == "SUCCEEDED" and run.recoveries == 0
+        assert run is not None
+        assert run.status == "SUCCEEDED"
+        assert run.recoveries == 0
         print(f"\nbodies run: {bodies} (a transactional retry rolls its body back)")
     finally:
         app.close()
