@@ -83,13 +83,20 @@ def client(settings: Settings) -> tether.App:
     def chain_sync(steps: int, pause: float) -> list[str]:
         raise AssertionError("clients do not execute")
 
+    @app.workflow(name="nap")
+    async def nap(seconds: float, pause: float) -> str:
+        raise AssertionError("clients do not execute")
+
     return app
 
 
 def start_runs(
-    app: tether.App, count: int, steps: int, pause: float, name: str = "chain", prefix: str = "r"
+    app: tether.App, count: int, steps: float, pause: float, name: str = "chain", prefix: str = "r"
 ) -> list[str]:
-    """Start `count` runs of workflow `name` (PENDING until a worker claims them)."""
+    """Start `count` runs of workflow `name` (PENDING until a worker claims them).
+
+    The arguments are (steps, pause), or (seconds, pause) for `nap`.
+    """
 
     async def go() -> list[str]:
         return [
@@ -119,6 +126,7 @@ class Ledger:
     committed: list[tuple[str, int, int, float]]  # run, seq, pid, time
     fenced: list[tuple[str, int, int, float]]  # run, seq, pid, time
     done: list[tuple[str, int, float]]  # run, pid, time
+    woke: list[tuple[str, int, float, float]] = dataclasses.field(default_factory=list)
 
     @classmethod
     def read(cls, path: Path) -> Ledger:
@@ -133,6 +141,8 @@ class Ledger:
                 out.committed.append((f[0], int(f[1]), int(f[2]), float(f[3])))
             elif kind == "F":
                 out.fenced.append((f[0], int(f[1]), int(f[2]), float(f[3])))
+            elif kind == "W":
+                out.woke.append((f[0], int(f[1]), float(f[2]), float(f[3])))
             elif kind == "D":
                 out.done.append((f[0], int(f[1]), float(f[2])))
         return out

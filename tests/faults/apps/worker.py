@@ -7,6 +7,7 @@ Workflows (a client starts them; this process only executes):
 - `chain(steps, pause)`: `async def`, `steps` async steps that each sleep `pause` seconds.
 - `chain_sync(steps, pause)`: plain `def`, the same with plain `def` steps (a thread cannot be
   cancelled, so a paused or cut-off worker really does try its late writes).
+- `nap(seconds, pause)`: a durable sleep, then one step, which notes `W,run,pid,time,due`.
 
 The LEDGER, outside the journal, gets one line per event, each written with O_APPEND and
 fsync (it survives SIGKILL): `E,run,seq,pid,time,value` when a step body runs (before its
@@ -100,6 +101,28 @@ def chain_sync(steps: int, pause: float) -> list[str]:
         out.append(value)
     note("D", tether.context().workflow_id, PID, time.time())
     return out
+
+
+@app.step(name="wake")
+async def wake(due: float) -> str:
+    value = effect(0)
+    note("W", tether.context().workflow_id, PID, time.time(), due)
+    return value
+
+
+@app.workflow(name="nap")
+async def nap(seconds: float, pause: float) -> str:
+    """Sleep durably `seconds`, then run one step (noted with the time it was due)."""
+    due = await started_at() + seconds
+    await tether.sleep(seconds)
+    value = await wake(due)
+    note("D", tether.context().workflow_id, PID, time.time())
+    return value
+
+
+@app.step(name="started_at")
+async def started_at() -> float:
+    return time.time()
 
 
 async def main() -> None:
