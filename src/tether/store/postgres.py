@@ -27,6 +27,7 @@ how wake-ups stay safe under concurrent transactions.
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
@@ -88,6 +89,7 @@ from tether.store.postgres_sql import (
 )
 
 T = TypeVar("T")
+log = logging.getLogger("tether.store")
 _Created = tuple[RunRow, bool] | WorkflowConflictError | DeduplicatedError
 # A run refused for a deduplication id whose holder ended before it could be named is tried
 # again; each try means a run of that queue and id ended meanwhile.
@@ -120,7 +122,9 @@ class PostgresStore(PostgresCoordination):
         self._lock = threading.Lock()
         self._writer: _Conn | None = None
         self._closed = False
-        self._pool: ConnectionPool[_Conn] = ConnectionPool(
+        self._checking = threading.Lock()  # one sweep of the pool's idle connections at a time
+        self._pool: _Pool = _Pool(
+            self._watchdog,
             url,
             kwargs=self._kwargs,
             min_size=1,
@@ -185,7 +189,11 @@ class PostgresStore(PostgresCoordination):
 
     @contextlib.contextmanager
     def _borrowed(self) -> Iterator[_Conn]:
-        """Lend a pool connection (autocommit); after a broken one, weed out its siblings."""
+        """Lend a pool connection (autocommit); after a broken one, weed out its siblings.
+
+        The siblings are checked by a thread of their own (each check bounded by the
+        watchdog), so the caller goes on to retry at once.
+        """
         if self._closed:
             raise self._closed_error()
         conn = self._pool.getconn()
@@ -194,8 +202,17 @@ class PostgresStore(PostgresCoordination):
         finally:
             broken = conn.broken
             self._pool.putconn(conn)
-            if broken:
+            if broken and self._checking.acquire(blocking=False):
+                threading.Thread(target=self._sweep, name="tether-pool-check", daemon=True).start()
+
+    def _sweep(self) -> None:
+        try:
+            if not self._closed:
                 self._pool.check()
+        except Exception as exc:  # a closing pool; the next broken connection sweeps again
+            log.debug("checking the pool's connections failed: %s", exc)
+        finally:
+            self._checking.release()
 
     def _pooled(self, what: str, fn: Callable[[_Conn], T], transaction: bool = False) -> T:
         """Run `fn` on a pooled connection (autocommit, or in one transaction).
@@ -562,6 +579,19 @@ class PostgresStore(PostgresCoordination):
         claimed = self._write("claim runs", claim, transaction=bool(queues))
         runs = sorted(claimed, key=lambda r: (r.created_at, r.id))
         return [(Lease(r.id, worker_id, r.epoch), r) for r in runs]
+
+
+class _Pool(ConnectionPool[_Conn]):
+    """A pool whose checks of idle connections are bounded by the store's watchdog."""
+
+    def __init__(self, watchdog: Watchdog, *args: Any, **kwargs: Any) -> None:
+        self._watchdog = watchdog
+        super().__init__(*args, **kwargs)
+
+    def check_connection(self, conn: _Conn) -> None:  # type: ignore[override]
+        """Check `conn` with an empty query; a silent connection is cut, and so discarded."""
+        with self._watchdog.watch(conn):
+            ConnectionPool.check_connection(conn)
 
 
 class _BodyFailed(Exception):
