@@ -158,6 +158,26 @@ def journal(store: Store, ids: list[str]) -> dict[tuple[str, int], str]:
     return out
 
 
+def interleaved(store: Store, ids: list[str], before: int, after: int) -> list[str]:
+    """Runs whose journal has an outcome of pid `before` after one of pid `after`.
+
+    After a takeover the journal must be the old owner's up to some position and the new
+    owner's from there on.
+    """
+    out = []
+    recorded = journal(store, ids)
+    for run_id in ids:
+        pids = [
+            int(recorded[(run_id, s)].split(":")[0])
+            for s in sorted(s for r, s in recorded if r == run_id)
+        ]
+        old = [i for i, p in enumerate(pids) if p == before]
+        new = [i for i, p in enumerate(pids) if p == after]
+        if old and new and max(old) > min(new):
+            out.append(run_id)
+    return out
+
+
 @dataclasses.dataclass
 class Verdict:
     """What the ledger and the journal say together."""

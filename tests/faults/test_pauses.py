@@ -18,6 +18,7 @@ import pytest
 from tests.faults.fleet import (
     Ledger,
     client,
+    interleaved,
     start_runs,
     start_worker,
     stop_worker,
@@ -76,14 +77,14 @@ def test_paused_worker__taken_over__late_writes_refused(settings: Settings, tmp_
         seen = Ledger.read(ledger)
         v = verdict(store, ids, 12, seen)
         first = min(t for _, _, p, t in seen.committed if p == heir.pid)
-        late = [c for c in seen.committed if c[2] == paused.pid and c[3] > first]
+        late = interleaved(store, ids, paused.pid, heir.pid)
         print(
             f"\n[{store.dialect}] taken over {first - stopped:.2f}s after SIGSTOP (lease 3s); "
             f"late writes refused: {[(r, s) for r, s, _, _ in seen.fenced]}"
         )
         assert set(statuses.values()) == {"SUCCEEDED"}
         assert {p for _, _, p, _ in seen.fenced} == {paused.pid}
-        assert not late, "the paused worker committed after the takeover"
+        assert not late, "the journal has the paused worker's outcomes after the heir's"
         assert not v.recorded_twice
         assert not v.completed_rerun
         assert not v.not_from_ledger
