@@ -223,7 +223,8 @@ class Committer:
             steps=[i for i in items if isinstance(i, tuple)],
             completions=[i for i in items if isinstance(i, Completion)],
         )
-        result = self._retrying(lambda: self._store.write_batch(batch))
+        checkpoints = bool(batch.steps or batch.completions)
+        result = self._retrying(lambda: self._store.write_batch(batch), checkpoints)
         runs, steps, done = iter(result.runs), iter(result.steps), iter(result.completions)
         return [
             next(runs)
@@ -234,8 +235,24 @@ class Committer:
             for i in items
         ]
 
-    def _retrying(self, fn: Callable[[], T]) -> T:
-        return retrying(fn, self._retry_timeout, "write to the journal", self._fenced)
+    def _retrying(self, fn: Callable[[], T], checkpoints: bool = True) -> T:
+        """Retry `fn` while the database is unavailable.
+
+        Checkpoints (journal entries, completions) until the worker is fenced; new runs alone
+        until then or until `store_retry_timeout`, whichever comes first.
+        """
+        fenced = self._fenced
+        if fenced is None:
+            return retrying(fn, self._retry_timeout, "write to the journal")
+        if not checkpoints:
+            deadline = time.monotonic() + self._retry_timeout
+            return retrying(
+                fn,
+                self._retry_timeout,
+                "start a run",
+                lambda: fenced() or time.monotonic() > deadline,
+            )
+        return retrying(fn, self._retry_timeout, "write to the journal", fenced)
 
     def _gave_up(self, item: _Item, exc: StoreUnavailableError) -> TetherError:
         """The error for a write given up: fenced entries and completions lost their lease."""
