@@ -234,11 +234,13 @@ class Worker:
     def _resume_later(self, spec: WorkflowSpec, lease: Lease, payload: bytes, n: int) -> None:
         """Resume a run this worker still owns from its journal after a pause.
 
-        Not if the worker may have lost it meanwhile (fenced): then its next owner resumes it.
+        Not if the worker may have lost it meanwhile (fenced, or it took a new identity since):
+        then its next owner resumes it.
         """
 
         def resume() -> None:
-            if lease.run_id not in self.running and not self.fenced():
+            mine = lease.worker_id == self.id and not self.fenced()
+            if mine and lease.run_id not in self.running:
                 self.launch(spec, lease, payload, n, None)
 
         asyncio.get_running_loop().call_later(self.settings.poll_interval, resume)
