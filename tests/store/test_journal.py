@@ -249,3 +249,15 @@ def test_write_batch__single_kind_batches(store: Store):
     assert store.write_batch(done).completions == [None, None, None]
     assert store.write_batch(done).completions == [None, None, None]  # acknowledged again
     assert {r.status for r in store.list_runs(RunFilter())} == {"SUCCEEDED"}
+
+
+def test_record_steps__fenced_writer__refused_even_where_the_new_owner_recorded(store: Store):
+    store.create_run(new_run("a", owner=None))
+    [(first, _)] = store.claim_runs("w1", ["wf"], 10, NOW, 10.0)
+    store.stop_workers(["w1"], NOW)
+    [(second, _)] = store.claim_runs("w2", ["wf"], 10, NOW, 10.0)
+    assert store.record_steps([(second, step("a", 0))])[0] == step("a", 0)
+    late = store.record_steps([(first, step("a", 0, output=b'"late"'))])[0]
+    assert isinstance(late, LeaseLostError)
+    # the writer still holding the lease gets the entry that stands (a lost acknowledgement)
+    assert store.record_steps([(second, step("a", 0, output=b'"again"'))])[0] == step("a", 0)

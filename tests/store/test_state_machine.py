@@ -189,7 +189,9 @@ class StoreModel(RuleBasedStateMachine):
         run = self.runs[lease.run_id]
         existing = run.steps.get(rec.seq)
         if existing is not None and existing.status not in NOT_FINAL:
-            return existing
+            # The entry that stands, to its writer (whose acknowledgement was lost); a fenced
+            # writer learns only that it lost the run.
+            return existing if run.epoch == lease.epoch else LeaseLostError
         if not run.holds(lease):
             return LeaseLostError
         if existing is not None:  # a retry or wait entry is replaced; it keeps its start

@@ -106,8 +106,12 @@ class Execution:
         self._thread_signal.clear()
 
     def ensure_active(self) -> None:
-        """Raise if the run must not go on here: `Abandoned`, or its fatal error."""
-        if self.abandoned or self.cancelled:
+        """Raise if the run must not go on here: `Abandoned`, or its fatal error.
+
+        A worker that has gone unheard for longer than its lease (it was paused or cut off)
+        starts no more steps: another worker may own the run now.
+        """
+        if self.abandoned or self.cancelled or self.worker.fenced():
             raise Abandoned
         if self.fatal is not None:
             raise self.fatal

@@ -13,8 +13,13 @@ thread, so the loop keeps running the other workflows while it is in flight. Whe
 says its commits are cheap (`Store.inline_writes`: SQLite without fsync), every write happens
 on the caller's thread. Plain `def` code writes from its own thread.
 
-A write that fails because the database is unavailable is retried with backoff until
-`Settings.store_retry_timeout`: a step outcome already computed is not thrown away.
+A write that fails because the database is unavailable is retried with backoff: a step
+outcome already computed is not thrown away. Journal entries and completions are retried until
+they land or the worker is fenced (it could not prove it was alive for longer than its lease,
+so another worker may own the run now: they then fail with `LeaseLostError` and the run is
+left to its new owner); without a fence, and for new runs, until `Settings.store_retry_timeout`.
+A retried write whose first attempt did commit (its acknowledgement was lost) finds its own
+row and returns it: entries, completions and starts are idempotent.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from tether.errors import StoreUnavailableError, TetherError
+from tether.errors import LeaseLostError, StoreUnavailableError, TetherError
 from tether.store.base import Batch, Completion, Lease, NewRun, RunRow, StepRecord, Store
 
 T = TypeVar("T")
@@ -69,15 +74,27 @@ def _settle(pairs: list[tuple[_Waiter, Any]]) -> None:
             future.set_result(outcome)
 
 
-def retrying(fn: Callable[[], T], timeout: float, what: str) -> T:
-    """Call `fn`, retrying `StoreUnavailableError` with backoff for up to `timeout` seconds."""
+def retrying(
+    fn: Callable[[], T],
+    timeout: float,
+    what: str,
+    until: Callable[[], bool] | None = None,
+) -> T:
+    """Call `fn`, retrying `StoreUnavailableError` with backoff (50 ms doubling to 2 s).
+
+    Args:
+        fn: the call.
+        timeout: give up (re-raise) once another try would start after this many seconds.
+        what: what `fn` does, for the log.
+        until: if given, replaces `timeout`: give up as soon as it returns True.
+    """
     deadline = time.monotonic() + timeout
     delay = 0.05
     while True:
         try:
             return fn()
         except StoreUnavailableError as exc:
-            if time.monotonic() + delay > deadline:
+            if until() if until is not None else time.monotonic() + delay > deadline:
                 raise
             log.warning("database unavailable while trying to %s (%s); retrying", what, exc)
             time.sleep(delay)
@@ -98,11 +115,17 @@ class Committer:
     Args:
         store: where writes go.
         retry_timeout: how long a write is retried while the database is unavailable.
+        fenced: if given, writes are retried until it returns True instead (the writer may
+            have lost its leases); journal entries and completions then fail with
+            `LeaseLostError`.
     """
 
-    def __init__(self, store: Store, retry_timeout: float) -> None:
+    def __init__(
+        self, store: Store, retry_timeout: float, fenced: Callable[[], bool] | None = None
+    ) -> None:
         self._store = store
         self._retry_timeout = retry_timeout
+        self._fenced = fenced
         self._lock = threading.Lock()
         self._queue: list[tuple[_Item, _Waiter]] = []
         self._leading = False
@@ -185,6 +208,8 @@ class Committer:
                     outcome = self._retrying(lambda: self._store.record_steps([item])[0])
             else:
                 outcome = self._write_batch([item])[0]
+        except StoreUnavailableError as exc:
+            outcome = self._gave_up(item, exc)
         finally:
             self._release()
         if isinstance(outcome, TetherError):
@@ -198,7 +223,8 @@ class Committer:
             steps=[i for i in items if isinstance(i, tuple)],
             completions=[i for i in items if isinstance(i, Completion)],
         )
-        result = self._retrying(lambda: self._store.write_batch(batch))
+        checkpoints = bool(batch.steps or batch.completions)
+        result = self._retrying(lambda: self._store.write_batch(batch), checkpoints)
         runs, steps, done = iter(result.runs), iter(result.steps), iter(result.completions)
         return [
             next(runs)
@@ -209,8 +235,37 @@ class Committer:
             for i in items
         ]
 
-    def _retrying(self, fn: Callable[[], T]) -> T:
-        return retrying(fn, self._retry_timeout, "write to the journal")
+    def _retrying(self, fn: Callable[[], T], checkpoints: bool = True) -> T:
+        """Retry `fn` while the database is unavailable.
+
+        Checkpoints (journal entries, completions) until the worker is fenced; new runs alone
+        until then or until `store_retry_timeout`, whichever comes first.
+        """
+        fenced = self._fenced
+        if fenced is None:
+            return retrying(fn, self._retry_timeout, "write to the journal")
+        if not checkpoints:
+            deadline = time.monotonic() + self._retry_timeout
+            return retrying(
+                fn,
+                self._retry_timeout,
+                "start a run",
+                lambda: fenced() or time.monotonic() > deadline,
+            )
+        return retrying(fn, self._retry_timeout, "write to the journal", fenced)
+
+    def _gave_up(self, item: _Item, exc: StoreUnavailableError) -> TetherError:
+        """The error for a write given up: fenced entries and completions lost their lease."""
+        if self._fenced is None or isinstance(item, NewRun):
+            return exc
+        run_id = item.lease.run_id if isinstance(item, Completion) else item[0].run_id
+        lost = LeaseLostError(
+            run_id,
+            "its worker could not reach the database for longer than the lease, so another "
+            "worker may own it now",
+        )
+        lost.__cause__ = exc
+        return lost
 
     def _release(self) -> None:
         """Give up the writer's role, passing it to the writer thread if writes wait."""
@@ -252,6 +307,8 @@ class Committer:
                 outcomes: list[Any] = self._retrying(lambda: self._store.record_steps(steps))
             else:
                 outcomes = self._write_batch(items)
+        except StoreUnavailableError as exc:
+            outcomes = [self._gave_up(item, exc) for item in items]
         except BaseException as exc:
             outcomes = [exc] * len(batch)
         here = threading.get_ident()

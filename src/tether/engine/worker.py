@@ -99,7 +99,7 @@ class Worker:
         self.workflows = registry.workflows
         self.id = uuid.uuid4().hex
         self.clock = SystemClock()
-        self.committer = Committer(store, settings.store_retry_timeout)
+        self.committer = Committer(store, settings.store_retry_timeout, self.fenced)
         self.workflow_threads = concurrent.futures.ThreadPoolExecutor(
             settings.sync_threads, thread_name_prefix="tether-workflow"
         )
@@ -115,8 +115,7 @@ class Worker:
         self._loops: list[asyncio.Task[None]] = []
         self.draining = False
         self._claim_wakeup = asyncio.Event()
-        self._last_heartbeat = 0.0
-        self._gave_up = False  # runs abandoned for want of heartbeats; start afresh once back
+        self._last_heartbeat = time.monotonic()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
 
@@ -274,6 +273,12 @@ class Worker:
         except (asyncio.CancelledError, LeaseLostError) as exc:
             log.debug("run %s left to the store: %s", run_id, type(exc).__name__)
             outcome = None
+        except StoreUnavailableError as exc:
+            log.warning(
+                "run %s paused, the database is unavailable (%s); resumes here", run_id, exc
+            )
+            outcome = None
+            self._resume_later(spec, lease, payload, recoveries)
         except TetherError as exc:
             log.error("run %s could not be completed: %s", run_id, exc)
             outcome = None
@@ -296,6 +301,20 @@ class Worker:
         except TetherError as exc:
             log.info("run %s not released (%s); it is resumed after this worker stops", run_id, exc)
 
+    def _resume_later(self, spec: WorkflowSpec, lease: Lease, payload: bytes, n: int) -> None:
+        """Resume a run this worker still owns from its journal after a pause.
+
+        Not if the worker may have lost it meanwhile (fenced, or it took a new identity since):
+        then its next owner resumes it.
+        """
+
+        def resume() -> None:
+            mine = lease.worker_id == self.id and not self.fenced()
+            if mine and lease.run_id not in self.running:
+                self.launch(spec, lease, payload, n, None)
+
+        asyncio.get_running_loop().call_later(self.settings.poll_interval, resume)
+
     def _finished(self, run_id: str, outcome: Outcome | None) -> None:
         entry = self.running.get(run_id)
         if entry is not None and entry[1] is not asyncio.current_task():
@@ -317,12 +336,26 @@ class Worker:
         return await execute(ex, args, kwargs)
 
     def transact(self, lease: Lease, body: Callable[[Connection], StepRecord]) -> StepRecord:
-        """Run a transactional step's body and journal entry in one transaction."""
-        return retrying(
-            lambda: self.store.record_step_transactionally(lease, body),
-            self.settings.store_retry_timeout,
-            "run a transactional step",
-        )
+        """Run a transactional step's body and journal entry in one transaction.
+
+        Retried while the database is unavailable, until it lands or this worker is fenced
+        (a retry whose first attempt committed finds its entry and rolls the body back).
+        """
+        try:
+            return retrying(
+                lambda: self.store.record_step_transactionally(lease, body),
+                self.settings.store_retry_timeout,
+                "run a transactional step",
+                self.fenced,
+            )
+        except StoreUnavailableError as exc:
+            raise LeaseLostError(
+                lease.run_id, "its worker could not reach the database for longer than the lease"
+            ) from exc
+
+    def fenced(self) -> bool:
+        """Whether this worker may have lost its leases: no heartbeat landed for `lease_ttl`."""
+        return time.monotonic() - self._last_heartbeat > self.settings.lease_ttl
 
     # -- what happens to runs here --------------------------------------------------------------
 
@@ -469,33 +502,41 @@ class Worker:
         while True:
             await asyncio.sleep(self.settings.heartbeat_interval)
             try:
-                alive = await self.db(self.store.heartbeat, self.id, self.clock.now())
-                if alive and self.running:
-                    await self._look_for_cancellations()
+                await self._heartbeat()
             except TetherError as exc:
                 silent = time.monotonic() - self._last_heartbeat
                 log.warning("heartbeat failed (%s), last success %.1fs ago", exc, silent)
-                if silent > self.settings.lease_ttl and not self._gave_up:
+                if silent > self.settings.lease_ttl:
                     # Others may take our runs now: stop writing for them before they do.
                     self.abandon_all()
-                    self._gave_up = True
-                continue
-            self._last_heartbeat = time.monotonic()
-            if not alive or self._gave_up:
-                log.warning("worker %s gave up its runs; they will be resumed", self.id)
-                self.abandon_all()
-                await self._start_afresh()
 
-    async def _start_afresh(self) -> None:
-        """Go on under a new identity, the old one stopped, after abandoning every run.
+    async def _heartbeat(self) -> None:
+        """Prove this worker alive; one that may have lost its runs starts over.
 
-        The runs the old identity owns are claimable again (by any worker, this one too):
-        under the old identity, alive again, nobody would take them and they would strand.
+        Not retried: a failed heartbeat is followed by the next one. A worker that was
+        declared stopped, or whose heartbeats failed for longer than the lease (its writes
+        gave up meanwhile), abandons what it runs and takes a new identity.
+        """
+        alive = await asyncio.to_thread(self.store.heartbeat, self.id, self.clock.now())
+        if not alive or self.fenced():
+            why = "was declared stopped" if not alive else "went longer than its lease unheard"
+            log.warning("worker %s %s; abandoning its runs", self.id, why)
+            self.abandon_all()
+            await self._take_new_identity()
+        self._last_heartbeat = time.monotonic()
+        if self.running:
+            await self._look_for_cancellations()
+
+    async def _take_new_identity(self) -> None:
+        """After abandoning its runs: make them claimable, by anyone, at once.
+
+        The runs still name this worker as their owner, which is alive again, so nobody would
+        claim them: the old identity is declared stopped and the worker registers anew.
         """
         old, self.id = self.id, uuid.uuid4().hex
-        await self.db(self.store.stop_workers, [old], self.clock.now())
         await self.db(self.store.register_worker, self._row())
-        self._gave_up = False
+        await self.db(self.store.stop_workers, [old], self.clock.now())
+        log.warning("worker %s continues as %s", old, self.id)
         self.wake_claims()
 
     async def _look_for_cancellations(self) -> None:

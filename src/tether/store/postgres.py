@@ -28,7 +28,7 @@ in `postgres_services` (`PostgresServices`).
 from __future__ import annotations
 
 import contextlib
-import math
+import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
@@ -76,6 +76,7 @@ from tether.store.postgres_coordination import (
     _Outcome,
     _Rollback,
 )
+from tether.store.postgres_net import Watchdog, connect_kwargs, reply_deadline
 from tether.store.postgres_services import PostgresServices
 from tether.store.postgres_sql import (
     DATABASE_TIME,
@@ -94,6 +95,7 @@ from tether.store.postgres_sql import (
 )
 
 T = TypeVar("T")
+log = logging.getLogger("tether.store")
 _Created = tuple[RunRow, bool] | WorkflowConflictError | DeduplicatedError
 # A run refused for a deduplication id whose holder ended before it could be named is tried
 # again; each try means a run of that queue and id ended meanwhile.
@@ -122,11 +124,14 @@ class PostgresStore(PostgresCoordination, PostgresAudit, PostgresServices, Postg
             raise ConfigError(f"database URL {self._where!r} is not valid: {exc}") from None
         self._password = str(params.get("password") or "")
         self._url = url
-        self._kwargs = _connect_kwargs(params, settings)
+        self._kwargs = connect_kwargs(params, settings)
+        self._watchdog = Watchdog(reply_deadline(settings), f"tether-watchdog-{self.schema}")
         self._lock = threading.Lock()
         self._writer: _Conn | None = None
         self._closed = False
-        self._pool: ConnectionPool[_Conn] = ConnectionPool(
+        self._checking = threading.Lock()  # one sweep of the pool's idle connections at a time
+        self._pool: _Pool = _Pool(
+            self._watchdog,
             url,
             kwargs=self._kwargs,
             min_size=1,
@@ -181,7 +186,8 @@ class PostgresStore(PostgresCoordination, PostgresAudit, PostgresServices, Postg
             if conn is None:
                 conn = self._writer = psycopg.connect(self._url, **self._kwargs)
             try:
-                return _run(conn, fn, transaction)
+                with self._watchdog.watch(conn):
+                    return _run(conn, fn, transaction)
             except BaseException:
                 if conn.closed or conn.info.transaction_status != TransactionStatus.IDLE:
                     self._writer = None  # broken or interrupted: reconnect on the next call
@@ -190,7 +196,11 @@ class PostgresStore(PostgresCoordination, PostgresAudit, PostgresServices, Postg
 
     @contextlib.contextmanager
     def _borrowed(self) -> Iterator[_Conn]:
-        """Lend a pool connection (autocommit); after a broken one, weed out its siblings."""
+        """Lend a pool connection (autocommit); after a broken one, weed out its siblings.
+
+        The siblings are checked by a thread of their own (each check bounded by the
+        watchdog), so the caller goes on to retry at once.
+        """
         if self._closed:
             raise self._closed_error()
         conn = self._pool.getconn()
@@ -199,15 +209,24 @@ class PostgresStore(PostgresCoordination, PostgresAudit, PostgresServices, Postg
         finally:
             broken = conn.broken
             self._pool.putconn(conn)
-            if broken:
+            if broken and self._checking.acquire(blocking=False):
+                threading.Thread(target=self._sweep, name="tether-pool-check", daemon=True).start()
+
+    def _sweep(self) -> None:
+        try:
+            if not self._closed:
                 self._pool.check()
+        except Exception as exc:  # a closing pool; the next broken connection sweeps again
+            log.debug("checking the pool's connections failed: %s", exc)
+        finally:
+            self._checking.release()
 
     def _pooled(self, what: str, fn: Callable[[_Conn], T], transaction: bool = False) -> T:
         """Run `fn` on a pooled connection (autocommit, or in one transaction).
 
         For reads, and for writes that must not queue behind the journal writer.
         """
-        with self._translated(what), self._borrowed() as conn:
+        with self._translated(what), self._borrowed() as conn, self._watchdog.watch(conn):
             return _run(conn, fn, transaction)
 
     def _rows(self, what: str, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -221,6 +240,7 @@ class PostgresStore(PostgresCoordination, PostgresAudit, PostgresServices, Postg
     def close(self) -> None:
         """Close the writer connection and the pool."""
         self._closed = True
+        self._watchdog.close()
         with self._lock:
             if self._writer is not None:
                 self._writer.close()
@@ -417,15 +437,23 @@ class PostgresStore(PostgresCoordination, PostgresAudit, PostgresServices, Postg
         return [rec if (rec.run_id, rec.seq) in written else next(explained) for _, rec in items]
 
     def _resolve(self, conn: _Conn, items: Sequence[_Item]) -> list[_Outcome]:
-        """Explain writes that wrote nothing: a final entry stands, or the lease is lost."""
+        """Explain writes that wrote nothing: a final entry stands, or the lease is lost.
+
+        The entry is returned only to a writer whose lease is still the run's (its earlier
+        write's acknowledgement was lost); a writer fenced off meets `LeaseLostError` even if
+        the new owner has recorded that position meanwhile.
+        """
         keys = ([r.run_id for _, r in items], [r.seq for _, r in items])
         steps = conn.execute(self._sql.SELECT_STEPS_AT, keys, binary=True).fetchall()
         final = {(s[0], s[1]): StepRecord(*s) for s in steps if s[3] not in NOT_FINAL}
         runs = self._runs(conn, list({lease.run_id for lease, _ in items}))
-        return [
-            final.get((rec.run_id, rec.seq)) or lease_lost(lease, runs.get(lease.run_id))
-            for lease, rec in items
-        ]
+        out: list[_Outcome] = []
+        for lease, rec in items:
+            run = runs.get(lease.run_id)
+            entry = final.get((rec.run_id, rec.seq))
+            held = run is not None and run.epoch == lease.epoch
+            out.append(entry if entry is not None and held else lease_lost(lease, run))
+        return out
 
     def write_batch(self, batch: Batch) -> BatchResult:
         """Commit new runs, journal entries and completions together.
@@ -460,13 +488,19 @@ class PostgresStore(PostgresCoordination, PostgresAudit, PostgresServices, Postg
     ) -> StepRecord:
         """Run `body` on a pooled connection and record its entry in the same transaction."""
         try:
-            with self._translated("run a transactional step"), self._borrowed() as conn:
+            with (
+                self._translated("run a transactional step"),
+                self._borrowed() as conn,
+                contextlib.ExitStack() as watched,
+            ):
                 conn.autocommit = False  # reset to True by the pool when the conn comes back
                 with conn.transaction():
                     try:
                         record = body(conn)
                     except Exception as exc:
                         raise _BodyFailed(exc, conn.broken) from exc
+                    # The body may take its time; the entry and the commit are bounded.
+                    watched.enter_context(self._watchdog.watch(conn))
                     [outcome] = self._record(conn, [(lease, record)])
                     if outcome is not record:
                         raise _Rollback(outcome)
@@ -557,6 +591,19 @@ class PostgresStore(PostgresCoordination, PostgresAudit, PostgresServices, Postg
         return [(Lease(r.id, worker_id, r.epoch), r) for r in runs]
 
 
+class _Pool(ConnectionPool[_Conn]):
+    """A pool whose checks of idle connections are bounded by the store's watchdog."""
+
+    def __init__(self, watchdog: Watchdog, *args: Any, **kwargs: Any) -> None:
+        self._watchdog = watchdog
+        super().__init__(*args, **kwargs)
+
+    def check_connection(self, conn: _Conn) -> None:  # type: ignore[override]
+        """Check `conn` with an empty query; a silent connection is cut, and so discarded."""
+        with self._watchdog.watch(conn):
+            ConnectionPool.check_connection(conn)
+
+
 class _BodyFailed(Exception):
     """Carries a transactional step body's error past the driver-error translation."""
 
@@ -570,17 +617,6 @@ def _run(conn: _Conn, fn: Callable[[_Conn], T], transaction: bool) -> T:
         return fn(conn)  # in autocommit, each statement is its own transaction
     with conn.transaction():
         return fn(conn)
-
-
-def _connect_kwargs(params: dict[str, Any], settings: Settings) -> dict[str, Any]:
-    """Connection options: autocommit, the timeouts, and a name DBAs can see."""
-    timeout_ms = max(1, round(settings.statement_timeout * 1000))
-    return {
-        "autocommit": True,
-        "connect_timeout": max(1, math.ceil(settings.connect_timeout)),
-        "options": f"{params.get('options') or ''} -c statement_timeout={timeout_ms}".strip(),
-        "application_name": params.get("application_name") or "tether",
-    }
 
 
 def _autocommit(conn: _Conn) -> None:

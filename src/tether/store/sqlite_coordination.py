@@ -306,15 +306,17 @@ def _record(
 ) -> StepRecord | LeaseLostError:
     """Write a journal entry; if nothing was written, say why.
 
-    Either a final entry exists (returned: the outcome that stands) or the lease is lost.
+    Either a final entry exists and the lease is still the run's (returned: the outcome that
+    stands, an earlier write's acknowledgement was lost) or the lease is lost.
     """
     if conn.execute(sql.RECORD_STEP, _step_params(lease, record)).rowcount == 1:
         return record
     row = conn.execute(sql.SELECT_STEP, (record.run_id, record.seq)).fetchone()
-    if row is not None and row[3] not in NOT_FINAL:
+    found = conn.execute(sql.SELECT_RUN, (lease.run_id,)).fetchone()
+    run = None if found is None else _run_row(found)
+    if row is not None and row[3] not in NOT_FINAL and run is not None and run.epoch == lease.epoch:
         return StepRecord(*row)
-    run = conn.execute(sql.SELECT_RUN, (lease.run_id,)).fetchone()
-    return lease_lost(lease, None if run is None else _run_row(run))
+    return lease_lost(lease, run)
 
 
 def _step_params(lease: Lease, r: StepRecord) -> tuple[Any, ...]:
