@@ -325,10 +325,13 @@ class FakeServer:
         """What the request log says about a request and the answer it got."""
         body = recorded.body
         messages = list(body.get("messages") or [])
+        tokens = 0
         if isinstance(action, Fault) and action.kind != "slow":
             status, answer = self.error(action, recorded)[0], action.kind
         else:
             status, answer = 200, "reply"
+            if isinstance(action, Reply):
+                tokens = action.input_tokens + action.output_tokens
         return {
             "seq": recorded.seq,
             "at": recorded.at,
@@ -341,6 +344,7 @@ class FakeServer:
             "stream": recorded.stream,
             "status": status,
             "answer": answer,
+            "tokens": tokens,
         }
 
     @staticmethod
@@ -418,6 +422,16 @@ def body_digest(body: Mapping[str, Any]) -> str:
     """A digest of a request body (its canonical JSON): equal bodies, equal digests."""
     canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def prompt_tokens(body: Mapping[str, Any]) -> int:
+    """A provider's count of a request's input tokens: a quarter of its prompt's characters.
+
+    The prompt is everything the model reads: the system prompt, the messages (with tool calls
+    and their arguments) and the tools' schemas, as compact JSON.
+    """
+    prompt = {k: body[k] for k in ("system", "messages", "tools", "response_format") if k in body}
+    return len(json.dumps(prompt, separators=(",", ":"))) // 4
 
 
 def read_log(path: Path | str) -> list[dict[str, Any]]:
