@@ -11,7 +11,9 @@ import pytest
 import tether
 from tests.conftest import MakeApp
 from tether.agent import Agent, ErrorKind, Model, ModelCallError, ModelsExhaustedError
+from tether.agent.llm import estimate_tokens
 from tether.agent.providers import scripted as s
+from tether.agent.types import Message, ModelRequest, ToolCall, ToolSpec
 
 from .helpers import QUICK, define_runner
 
@@ -268,3 +270,28 @@ async def test_services__failures_reported_to_the_breaker_by_kind(make_app: Make
         (True, False),
     ]
     assert [k for k in ErrorKind] == list(ErrorKind)  # the kinds are stable
+
+
+def test_token_estimate__counts_tool_calls_schemas_and_the_most_output():
+    spec = ToolSpec(
+        name="search",
+        description="Search the archive.",
+        parameters={"type": "object", "properties": {"query": {"type": "string"}}},
+    )
+    call = ToolCall(id="c1", name="search", arguments={"query": "x" * 400})
+    request = ModelRequest(
+        model="m1",
+        messages=(
+            Message(role="user", content="find it"),
+            Message(role="assistant", tool_calls=(call,)),
+            Message(role="tool", content="", tool_call_id="c1", name="search"),
+        ),
+        tools=(spec,),
+    )
+    model = Model(s.ScriptedProvider([]), "m1", max_tokens=50)
+    prompt = len("find it") + len(json.dumps(call.arguments)) + len(json.dumps(spec.parameters))
+    assert estimate_tokens(request, model) >= prompt // 4 + 50
+    # The request's own max_tokens, when set, is the most the model writes.
+    assert estimate_tokens(request.model_copy(update={"max_tokens": 500}), model) >= (
+        prompt // 4 + 500
+    )

@@ -223,8 +223,24 @@ def test_tokens_budget__reserves_estimates_and_corrects_them(store: Store):
     admitted(store, call(limits, tokens=200), NOW + 4)  # room freed by the correction
     store.finish_service_call(second, CALL_OK, tokens_used=900, now=NOW + 5)  # overshot
     overshot = store.admit_service_call(call(limits, tokens=0), NOW + 6)
-    assert overshot.wait == pytest.approx(55.0)  # until the 900 leave at NOW + 61
+    # 1200 in the window, 200 must leave: the first call (100, counted from its finish at
+    # NOW + 3) and the third (200, unfinished, from its admission at NOW + 4), at NOW + 64.
+    assert overshot.wait == pytest.approx(58.0)
     assert store.admit_service_call(call(limits, tokens=1001), NOW + 6).wait == math.inf
+
+
+def test_finished_calls__count_in_the_window_from_their_finish(store: Store):
+    # The provider receives a call some time between its admission and its finish: counting
+    # a finished call from its finish keeps any window the provider measures within budget.
+    limits = ServiceLimits(requests=1, rate_window=10.0)
+    slow = call(limits)
+    admitted(store, slow, NOW)
+    assert store.admit_service_call(call(limits), NOW + 4).wait == pytest.approx(6.0)
+    store.finish_service_call(slow, CALL_OK, now=NOW + 4)
+    refused = store.admit_service_call(call(limits), NOW + 12)
+    assert refused.wait == pytest.approx(2.0)  # until NOW + 14, ten seconds after its finish
+    assert state(store, NOW + 13.9).window_requests == 1
+    admitted(store, call(limits), NOW + 14)
 
 
 def test_budget_refusal__does_not_take_the_probe(store: Store):

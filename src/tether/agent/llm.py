@@ -193,10 +193,22 @@ async def _attempt(call: Attempt) -> ModelResponse:
             await call.gate.release(permit, ok=ok, failure=failure, tokens_used=used)
 
 
+def estimate_tokens(request: ModelRequest, model: Model) -> int:
+    """The tokens to reserve in a rate budget for `request`: what the model may read and write.
+
+    A quarter of the characters of the whole request as JSON (the messages with their tool
+    calls and arguments, the tools' schemas, the output schema: everything a provider counts
+    as input), plus the most the model may write (`max_tokens` of the request or the model).
+    It errs high, as a reservation should; the actual use replaces it when the call ends.
+    """
+    output = request.max_tokens or model.max_tokens or 0
+    return len(request.model_dump_json()) // 4 + output
+
+
 async def _acquire(call: Attempt) -> Any:
     assert call.gate is not None
     model = call.model
-    tokens = sum(len(m.content) for m in call.request.messages) // 4 + (model.max_tokens or 0)
+    tokens = estimate_tokens(call.request, model)
     try:
         return await call.gate.acquire(model.service_name, tokens=tokens, max_wait=model.timeout)
     except services.RateBudgetError as exc:

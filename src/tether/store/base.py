@@ -714,8 +714,9 @@ class Store(Protocol):
         the failures. `CALL_NEUTRAL` moves nothing, but frees the probe slot if the call held
         it. Outcomes of calls that are not the probe leave an open or half-open breaker as it
         is. `tokens_used`, when given, replaces the call's token reservation with the tokens
-        it actually used. Recording the same call's outcome twice changes nothing the second
-        time.
+        it actually used. From now on the call counts in the rate window from its finish, not
+        its admission (the provider received it somewhere in between). Recording the same
+        call's outcome twice changes nothing the second time.
         """
         ...
 

@@ -130,7 +130,8 @@ class _Txn:
         self.conn.execute(self.sql.INSERT_SERVICE_CALL, params)
 
     def end_call(self, call_id: str, outcome: str, tokens: int | None, now: float) -> str:
-        cur = self.conn.execute(self.sql.END_SERVICE_CALL, (now, outcome, tokens, call_id))
+        params = (now, now, outcome, tokens, call_id)
+        cur = self.conn.execute(self.sql.END_SERVICE_CALL, params)
         if cur.rowcount == 1:
             return "ended"
         return "unknown" if self.call_at(call_id) is None else "ended before"

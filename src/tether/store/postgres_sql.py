@@ -526,7 +526,8 @@ class Statements:
     VALUES (%s, %s, to_timestamp(%s::float8), %s, %s)
     """
     END_SERVICE_CALL = """
-    UPDATE {s}.service_calls SET finished_at = to_timestamp(%s::float8), outcome = %s,
+    UPDATE {s}.service_calls SET finished_at = to_timestamp(%s::float8),
+        at = greatest(at, to_timestamp(%s::float8)), outcome = %s,
         tokens = coalesce(%s::int8, tokens)
     WHERE id = %s AND finished_at IS NULL
     """

@@ -227,7 +227,10 @@ class Txn(Protocol):
         ...
 
     def end_call(self, call_id: str, outcome: str, tokens: int | None, now: float) -> str:
-        """Mark the call finished: 'ended', 'ended before' (nothing done) or 'unknown'."""
+        """Mark the call finished, to count in the window from `now` on.
+
+        Returns 'ended', 'ended before' (nothing done) or 'unknown'.
+        """
         ...
 
     def save(self, name: str, b: Breaker, limits: ServiceLimits, now: float) -> None:

@@ -122,7 +122,7 @@ class _Txn:
         self.conn.execute(sql.INSERT_SERVICE_CALL, params)
 
     def end_call(self, call_id: str, outcome: str, tokens: int | None, now: float) -> str:
-        params = (now, outcome, tokens, call_id)
+        params = (now, now, outcome, tokens, call_id)
         if self.conn.execute(sql.END_SERVICE_CALL, params).rowcount == 1:
             return "ended"
         return "unknown" if self.call_at(call_id) is None else "ended before"

@@ -249,6 +249,7 @@ INSERT_SERVICE_CALL = """
 INSERT INTO service_calls (id, service, at, requests, tokens) VALUES (?, ?, ?, ?, ?)
 """
 END_SERVICE_CALL = """
-UPDATE service_calls SET finished_at = ?, outcome = ?, tokens = coalesce(?, tokens)
+UPDATE service_calls SET finished_at = ?, at = max(at, ?), outcome = ?,
+    tokens = coalesce(?, tokens)
 WHERE id = ? AND finished_at IS NULL
 """

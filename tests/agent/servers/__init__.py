@@ -9,6 +9,10 @@ provider = OpenAIProvider(base_url=server.base_url, api_key="test")
 assert len(server.requests) == 3
 server.stop()
 ```
+
+`OpenAIServer(log=path)` appends every request received to a file (`read_log(path)` reads
+it back); `server.respond(fn)` answers from the request itself (`fn(recorded)` returns a
+`Reply` or a `Fault`); `server.limit(requests=, tokens=, window=)` answers 429 beyond a quota.
 """
 
 from tests.agent.servers.anthropic_server import AnthropicServer

@@ -2,8 +2,15 @@
 
 A server answers each request with the next action in its queue: a scripted `Reply`, or a
 `Fault` (an HTTP error with the provider's error body and headers, an error event inside a
-stream, or a delay). With nothing queued it answers `default` (a short text reply), unless a
-sticky fault is set (`fail(..., times=None)`: an outage until `recover()`).
+stream, or a delay). With nothing queued it answers `default` (a short text reply, or what a
+`respond(fn)` responder computes from the request), unless a sticky fault is set
+(`fail(..., times=None)`: an outage until `recover()`). A quota set with `limit(...)` answers
+429 to the requests beyond it, as a provider enforcing a rate limit does.
+
+With `log=path` every request received is appended to that file (one JSON line, fsynced
+before the answer): its number, receipt time, the conversation's length, a digest of the
+body, the client's `x-client-id` header and the status it was answered with. The log
+outlives the server and its clients, so tests that kill processes count requests from it.
 
 Servers run uvicorn on 127.0.0.1 on an ephemeral port, in a background thread of the test
 process (`start()`), or in a process of their own (`python -m tests.agent.servers openai`).
@@ -12,13 +19,16 @@ process (`start()`), or in a process of their own (`python -m tests.agent.server
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
+import os
 import socket
 import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -90,11 +100,21 @@ class Fault:
 
 @dataclass(frozen=True)
 class Recorded:
-    """A request the server received."""
+    """A request the server received.
+
+    Attributes:
+        path: the URL path.
+        headers: the request's headers (lower-case names).
+        body: the JSON body.
+        seq: the request's number at this server, from 1.
+        at: when it was received (`time.time()`).
+    """
 
     path: str
     headers: Mapping[str, str]
     body: Mapping[str, Any]
+    seq: int = 0
+    at: float = 0.0
 
     @property
     def stream(self) -> bool:
@@ -103,6 +123,20 @@ class Recorded:
 
 
 Action = Reply | Fault | Callable[[Mapping[str, Any]], Reply]
+Responder = Callable[[Recorded], Reply | Fault]
+
+
+@dataclass(frozen=True)
+class Quota:
+    """A provider's rate limit: at most `requests` and `tokens` in any `window` seconds.
+
+    A request's tokens are the usage its answer reports (input plus output); requests
+    answered 429 do not count.
+    """
+
+    requests: int | None = None
+    tokens: int | None = None
+    window: float = 60.0
 
 
 @dataclass
@@ -110,19 +144,44 @@ class State:
     queue: deque[Action] = field(default_factory=deque)
     sticky: Fault | None = None
     default: Reply = field(default_factory=lambda: Reply(text="ok"))
+    responder: Responder | None = None
+    quota: Quota | None = None
+    served: deque[tuple[float, int]] = field(default_factory=deque)  # (at, tokens) in quota
     requests: list[Recorded] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def next(self, recorded: Recorded) -> Reply | Fault:
+        """The answer to `recorded` (under the lock: the quota sees requests in order)."""
         with self.lock:
             self.requests.append(recorded)
+            answer: Reply | Fault
             if self.queue:
                 action = self.queue.popleft()
+                answer = action if isinstance(action, Reply | Fault) else action(recorded.body)
             elif self.sticky is not None:
-                action = self.sticky
+                answer = self.sticky
+            elif self.responder is not None:
+                answer = self.responder(recorded)
             else:
-                action = self.default
-        return action if isinstance(action, Reply | Fault) else action(recorded.body)
+                answer = self.default
+            return self._within_quota(recorded, answer)
+
+    def _within_quota(self, recorded: Recorded, answer: Reply | Fault) -> Reply | Fault:
+        quota = self.quota
+        if quota is None or not isinstance(answer, Reply):
+            return answer
+        while self.served and self.served[0][0] <= recorded.at - quota.window:
+            self.served.popleft()
+        tokens = answer.input_tokens + answer.output_tokens
+        used_requests = len(self.served) + 1
+        used_tokens = sum(t for _, t in self.served) + tokens
+        if (quota.requests is not None and used_requests > quota.requests) or (
+            quota.tokens is not None and used_tokens > quota.tokens
+        ):
+            wait = self.served[0][0] + quota.window - recorded.at if self.served else 0.0
+            return Fault("rate_limited", retry_after=f"{max(wait, 0.001):.3f}")
+        self.served.append((recorded.at, tokens))
+        return answer
 
 
 class FakeServer:
@@ -133,8 +192,10 @@ class FakeServer:
 
     path = "/"
 
-    def __init__(self) -> None:
+    def __init__(self, *, log: Path | str | None = None) -> None:
         self.state = State()
+        self.log = None if log is None else Path(log)
+        self._seq = 0
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self.port = 0
@@ -200,12 +261,36 @@ class FakeServer:
         with self.state.lock:
             self.state.sticky = None
 
+    def respond(self, responder: Responder | None) -> None:
+        """Answer requests with `responder(recorded)` when nothing is queued (None: `default`).
+
+        A responder computes the answer from the request (the conversation so far), so a
+        client that resumes a conversation in a new process gets the answer for its turn.
+        """
+        with self.state.lock:
+            self.state.responder = responder
+
+    def limit(
+        self, *, requests: int | None = None, tokens: int | None = None, window: float = 60.0
+    ) -> None:
+        """Enforce a rate limit: answer 429 (with retry-after) to requests beyond it.
+
+        At most `requests` requests and `tokens` tokens (input plus output, as the answers
+        report) are served in any `window` seconds, counted by receipt time.
+        """
+        with self.state.lock:
+            self.state.quota = Quota(requests, tokens, window)
+            self.state.served.clear()
+
     def reset(self) -> None:
         """Forget the script, the faults and the request log."""
         with self.state.lock:
             self.state.queue.clear()
             self.state.sticky = None
             self.state.default = Reply(text="ok")
+            self.state.responder = None
+            self.state.quota = None
+            self.state.served.clear()
             self.state.requests.clear()
 
     # --- serving --------------------------------------------------------------------------
@@ -216,8 +301,14 @@ class FakeServer:
 
     async def _handle(self, request: Request) -> Response:
         body = await request.json()
-        recorded = Recorded(path=request.url.path, headers=dict(request.headers), body=body)
+        with self.state.lock:
+            self._seq += 1
+            seq = self._seq
+        headers = dict(request.headers)
+        recorded = Recorded(request.url.path, headers, body, seq, time.time())
         action = self.state.next(recorded)
+        if self.log is not None:
+            _append(self.log, self.log_entry(recorded, action))
         if action.delay:
             await asyncio.sleep(action.delay)
         if isinstance(action, Fault) and action.kind != "slow":
@@ -229,6 +320,32 @@ class FakeServer:
         if recorded.stream:
             return self._sse(self._paced(self.stream(reply, body), reply.chunk_delay))
         return JSONResponse(self.render(reply, body))
+
+    def log_entry(self, recorded: Recorded, action: Reply | Fault) -> dict[str, Any]:
+        """What the request log says about a request and the answer it got."""
+        body = recorded.body
+        messages = list(body.get("messages") or [])
+        tokens = 0
+        if isinstance(action, Fault) and action.kind != "slow":
+            status, answer = self.error(action, recorded)[0], action.kind
+        else:
+            status, answer = 200, "reply"
+            if isinstance(action, Reply):
+                tokens = action.input_tokens + action.output_tokens
+        return {
+            "seq": recorded.seq,
+            "at": recorded.at,
+            "path": recorded.path,
+            "model": body.get("model"),
+            "messages": len(messages),
+            "assistant": sum(1 for m in messages if m.get("role") == "assistant"),
+            "digest": body_digest(body),
+            "client": recorded.headers.get("x-client-id"),
+            "stream": recorded.stream,
+            "status": status,
+            "answer": answer,
+            "tokens": tokens,
+        }
 
     @staticmethod
     def _sse(events: AsyncIterator[str]) -> StreamingResponse:
@@ -299,6 +416,39 @@ def _retry_headers(fault: Fault) -> dict[str, str]:
     if fault.retry_after_ms is not None:
         headers["retry-after-ms"] = fault.retry_after_ms
     return headers
+
+
+def body_digest(body: Mapping[str, Any]) -> str:
+    """A digest of a request body (its canonical JSON): equal bodies, equal digests."""
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def prompt_tokens(body: Mapping[str, Any]) -> int:
+    """A provider's count of a request's input tokens: a quarter of its prompt's characters.
+
+    The prompt is everything the model reads: the system prompt, the messages (with tool calls
+    and their arguments) and the tools' schemas, as compact JSON.
+    """
+    prompt = {k: body[k] for k in ("system", "messages", "tools", "response_format") if k in body}
+    return len(json.dumps(prompt, separators=(",", ":"))) // 4
+
+
+def read_log(path: Path | str) -> list[dict[str, Any]]:
+    """The entries of a server's request log, oldest first (none if it does not exist)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _append(path: Path, entry: Mapping[str, Any]) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (json.dumps(entry) + "\n").encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def pieces(text: str, size: int = 4) -> list[str]:
