@@ -131,6 +131,24 @@ class Codec:
             )
         return data
 
+    @property
+    def active(self) -> bool:
+        """Whether payloads are transformed at rest (any codec configured)."""
+        return bool(self.codecs)
+
+    def reseal(self, data: bytes, what: Text, source: str, target: str) -> bytes:
+        """Move a stored payload to another place: open it at `source`, seal it for `target`.
+
+        A payload stored before the codecs were configured is sealed as it is. No size check:
+        the payload was accepted where it was.
+        """
+        raw = self.open(data, what, source)
+        if not self.codecs:
+            return raw
+        for codec in self.codecs:
+            raw = codec.encode(raw, target)
+        return self._header + raw
+
     def encode(self, value: Any, what: Text, context: Text = "") -> bytes:
         """Encode `value` for storage: JSON, then codecs, then the size check."""
         return self.seal(self.to_json(value, what), what, context)
@@ -154,6 +172,8 @@ class Codec:
                 )
             try:
                 body = codec.decode(body, context)
+            except CorruptRowError as exc:
+                raise CorruptRowError(f"{what}: {exc}") from None
             except Exception as exc:
                 raise CorruptRowError(
                     f"{what}: codec {name!r} cannot read the payload ({type(exc).__name__})"
@@ -178,6 +198,35 @@ class Codec:
                 f"{_text(what)} does not fit its declared type {_type_name(annotation)}: "
                 f"{_first_line(exc)}. Fix the annotation or the value returned"
             ) from None
+
+
+def place(table: str, *identity: str | int | None) -> str:
+    """A payload's row identity: the `context` its codecs bind (unambiguous, ASCII JSON).
+
+    An encrypting codec binds it as associated data, so a payload copied into another row
+    does not decode there. The helpers below name every place a payload is stored.
+    """
+    return json.dumps([table, *identity], separators=(",", ":"))
+
+
+def run_place(run_id: str, field: str) -> str:
+    """The place of a run's `input`, `output` or `error`."""
+    return place("runs", run_id, field)
+
+
+def step_place(run_id: str, seq: int, field: str) -> str:
+    """The place of a journal entry's `output` or `error`."""
+    return place("steps", run_id, seq, field)
+
+
+def event_place(run_id: str, key: str) -> str:
+    """The place of a run's event `key`."""
+    return place("events", run_id, key)
+
+
+def message_place(run_id: str, topic: str, key: str | None) -> str:
+    """The place of a message to `run_id` on `topic`, identified by its `key`."""
+    return place("messages", run_id, topic, key)
 
 
 def canonical_json(value: Any) -> bytes:

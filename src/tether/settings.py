@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 from typing import Any, Literal, cast
 
+from tether.crypto import parse_keys
 from tether.errors import ConfigError
 
 DEFAULT_SQLITE_PATH = ".tether/tether.db"
@@ -43,6 +44,9 @@ class Settings:
             unavailable before the run is abandoned to recovery.
         connect_timeout: seconds to wait for a database connection.
         statement_timeout: seconds a database statement may run.
+        encryption_key: 256-bit AES keys (base64 or hex, comma-separated, newest first) that
+            encrypt every payload at rest (`TETHER_ENCRYPTION_KEY`); the first encrypts, all
+            decrypt. Never shown in `repr` or messages.
     """
 
     database_url: str | None = None
@@ -60,6 +64,7 @@ class Settings:
     store_retry_timeout: float = 30.0
     connect_timeout: float = 5.0
     statement_timeout: float = 30.0
+    encryption_key: str | None = dataclasses.field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.sqlite_synchronous not in ("NORMAL", "FULL"):
@@ -72,6 +77,8 @@ class Settings:
                 f"pg_schema={self.pg_schema!r} is not a plain identifier; "
                 "use letters, digits and underscores"
             )
+        if self.encryption_key is not None:
+            parse_keys(self.encryption_key)  # a ConfigError naming the key's position only
         if self.wait_in_memory < 0:
             raise ConfigError("wait_in_memory must be 0 or more seconds")
         for name in (

@@ -113,7 +113,7 @@ class Starter:
                 "dedup_id, priority and partition apply to queued runs: use "
                 "app.options(...).enqueue(queue, workflow, ...)"
             )
-        payload, digest = spec.encode_input(app.codec, args, kwargs)
+        payload, digest = spec.encode_input(app.codec, args, kwargs, run_id)
         queue = app._queue(options.queue)
         now = app._now()
         timeout = options.timeout if options.timeout is not None else spec.timeout

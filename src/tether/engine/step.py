@@ -26,7 +26,7 @@ import typing
 from collections.abc import Callable
 from typing import Any
 
-from tether.codec import adapter
+from tether.codec import adapter, step_place
 from tether.engine import failures
 from tether.engine.context import Execution, StepFrame, current
 from tether.engine.retry import Retry
@@ -114,7 +114,8 @@ class StepCall:
                 record.output, self.spec.returns, self._what, self._where
             )
         assert record.error is not None
-        raise failures.decode_error(record.error)
+        codec = self.ex.worker.codec
+        raise failures.decode_error(failures.open_error(codec, record.error, self._error_where))
 
     def wait_before_first(self) -> float:
         """Seconds still to wait for a backoff that a crash interrupted."""
@@ -166,7 +167,7 @@ class StepCall:
             self.spec.name,
             status,
             None,
-            failures.encode_error(error),
+            failures.seal_error(self.ex.worker.codec, error, self._error_where),
             self.attempts,
             self.started_at,
             now,
@@ -197,7 +198,10 @@ class StepCall:
         return f"the result of step {self.spec.name!r} (position {self.seq} of {self.ex.run_id!r})"
 
     def _where(self) -> str:
-        return f"{self.ex.run_id}/{self.seq}"
+        return step_place(self.ex.run_id, self.seq, "output")
+
+    def _error_where(self) -> str:
+        return step_place(self.ex.run_id, self.seq, "error")
 
 
 async def call_async(

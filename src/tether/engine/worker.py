@@ -31,7 +31,7 @@ from tether.engine import failures, process, schedules
 from tether.engine.context import Abandoned, Execution
 from tether.engine.journal import Committer, retrying
 from tether.engine.queues import Queue
-from tether.engine.workflow import Outcome, WorkflowSpec, execute
+from tether.engine.workflow import Outcome, WorkflowSpec, execute, failed
 from tether.errors import (
     DeadlineExceededError,
     LeaseLostError,
@@ -40,7 +40,6 @@ from tether.errors import (
     TetherError,
 )
 from tether.settings import Settings
-from tether.status import Status
 from tether.store.base import (
     Completion,
     Connection,
@@ -54,9 +53,7 @@ from tether.store.base import (
 T = TypeVar("T")
 log = logging.getLogger("tether.worker")
 
-_DEADLINE = failures.encode_error(
-    DeadlineExceededError("the run's deadline passed; it was cancelled, with its children")
-)
+_DEADLINE = DeadlineExceededError("the run's deadline passed; it was cancelled, with its children")
 
 
 @dataclasses.dataclass
@@ -206,7 +203,7 @@ class Worker:
         outcome: Outcome | None = None
         try:
             if recoveries > self.settings.max_recoveries:
-                outcome = _poison(run_id, recoveries)
+                outcome = _poison(self.codec, run_id, recoveries)
             else:
                 if journal is None:
                     journal = await self.db(self.store.load_steps, run_id)
@@ -240,9 +237,9 @@ class Worker:
 
     async def _execute(self, ex: Execution, payload: bytes) -> Outcome:
         try:
-            args, kwargs = ex.spec.decode_input(self.codec, payload)
+            args, kwargs = ex.spec.decode_input(self.codec, payload, ex.run_id)
         except TetherError as exc:
-            return Status.FAILED, None, failures.encode_error(exc)
+            return failed(self.codec, ex.run_id, exc)
         return await execute(ex, args, kwargs)
 
     def transact(self, lease: Lease, body: Callable[[Connection], StepRecord]) -> StepRecord:
@@ -381,7 +378,9 @@ class Worker:
 
     async def _upkeep(self) -> None:
         """Cancel runs past their deadline; start due schedule ticks."""
-        expired = await self.db(self.store.expire_runs, _DEADLINE, self.clock.now())
+        expired = await self.db(
+            self.store.expire_runs, failures.reason(self.codec, _DEADLINE), self.clock.now()
+        )
         if expired:
             log.info("runs %s passed their deadline and were cancelled", expired)
             self.cancel_local(expired)
@@ -451,13 +450,13 @@ class Worker:
         )
 
 
-def _poison(run_id: str, recoveries: int) -> Outcome:
+def _poison(codec: Codec, run_id: str, recoveries: int) -> Outcome:
     error = RecoveryLimitError(
         f"run {run_id!r} was resumed {recoveries} times after its worker died; it was failed "
         "so that it stops taking workers down. Look at its last step in `tether workflows "
         "show`, fix the cause, then start it again under a new id"
     )
-    return Status.FAILED, None, failures.encode_error(error)
+    return failed(codec, run_id, error)
 
 
 def _leaving(ex: Execution | None) -> bool:

@@ -19,6 +19,7 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from tether.codec import run_place, step_place
 from tether.errors import DeduplicatedError, LeaseLostError, WorkflowConflictError
 
 # Journal entry states.
@@ -203,6 +204,17 @@ class RunFilter:
     created_before: float | None = None
 
 
+Reseal = Callable[[bytes, str, str], bytes]
+"""Moves a stored payload to another row: `(payload, from_place, to_place) -> payload`.
+
+Places are the row identities of `tether.codec` (`run_place`, `step_place`,
+`message_place` ...); an encrypting codec binds them, so a payload copied by the store into
+another row (a message taken into the journal, a forked journal) is re-sealed for it."""
+
+Reason = bytes | Callable[[str], bytes] | None
+"""The error recorded for runs that a cancellation ends: the same bytes for all, or built per
+run id (so that each run's error is sealed for that run's row)."""
+
 Connection = Any
 """The database connection handed to a transactional step: `sqlite3.Connection` or
 `psycopg.Connection`, inside the transaction that will also record the step."""
@@ -342,12 +354,19 @@ class Store(Protocol):
         ...
 
     def consume_message(
-        self, lease: Lease, seq: int, name: str, topic: str, now: float
+        self,
+        lease: Lease,
+        seq: int,
+        name: str,
+        topic: str,
+        now: float,
+        reseal: Reseal | None = None,
     ) -> StepRecord | LeaseLostError | None:
         """Take the oldest unread message on `topic` and journal it at `seq`, in one transaction.
 
-        The entry's output is the message's payload. Returns None if no message waits; the
-        final entry already at `seq` (consuming nothing) if there is one.
+        The entry's output is the message's payload, passed through `reseal` (from the
+        message's `message_place` to the entry's `step_place`) when given. Returns None if no
+        message waits; the final entry already at `seq` (consuming nothing) if there is one.
         """
         ...
 
@@ -366,7 +385,7 @@ class Store(Protocol):
 
     # -- control ------------------------------------------------------------------------------
 
-    def cancel_run(self, run_id: str, reason: bytes | None, now: float) -> list[str]:
+    def cancel_run(self, run_id: str, reason: Reason, now: float) -> list[str]:
         """Cancel the run and its unfinished descendants; return the ids cancelled.
 
         Runs that had ended are left as they are. `reason` is recorded as their error.
@@ -388,11 +407,14 @@ class Store(Protocol):
         """
         ...
 
-    def fork_run(self, run_id: str, new_id: str, from_seq: int, now: float) -> RunRow:
+    def fork_run(
+        self, run_id: str, new_id: str, from_seq: int, now: float, reseal: Reseal | None = None
+    ) -> RunRow:
         """Create run `new_id`, PENDING, from run `run_id`'s workflow, input and early journal.
 
         The new run gets a copy of the final journal entries at positions below `from_seq`;
-        it replays them and runs the rest anew.
+        it replays them and runs the rest anew. With `reseal`, every copied payload (input,
+        entries' outputs and errors) is re-sealed for its new row.
 
         Raises:
             WorkflowNotFoundError: no run `run_id`.
@@ -400,7 +422,7 @@ class Store(Protocol):
         """
         ...
 
-    def expire_runs(self, reason: bytes, now: float) -> list[str]:
+    def expire_runs(self, reason: Reason, now: float) -> list[str]:
         """Cancel the unfinished runs whose deadline has passed, and their descendants."""
         ...
 
@@ -497,3 +519,30 @@ def completion_refused(lease: Lease, run: RunRow | None) -> LeaseLostError | Non
     if run is not None and run.epoch == lease.epoch and run.status in FINAL_RUN_STATUSES:
         return None
     return lease_lost(lease, run)
+
+
+def reason_for(reason: Reason, run_id: str) -> bytes | None:
+    """The error to record for run `run_id` ended by a cancellation with `reason`."""
+    return reason(run_id) if callable(reason) else reason
+
+
+def resealed_fork(
+    reseal: Reseal,
+    old: str,
+    new: str,
+    input_: bytes,
+    steps: Sequence[tuple[int, bytes | None, bytes | None]],
+) -> tuple[bytes, list[tuple[bytes | None, bytes | None, int]]]:
+    """A forked run's input and copied entries `(seq, output, error)`, re-sealed for `new`.
+
+    Returns the new input and `(output, error, seq)` per entry, ready for an UPDATE.
+    """
+    moved = reseal(input_, run_place(old, "input"), run_place(new, "input"))
+    entries = []
+    for seq, output, error in steps:
+        if output is not None:
+            output = reseal(output, step_place(old, seq, "output"), step_place(new, seq, "output"))
+        if error is not None:
+            error = reseal(error, step_place(old, seq, "error"), step_place(new, seq, "error"))
+        entries.append((output, error, seq))
+    return moved, entries
