@@ -14,6 +14,7 @@ async def digest(urls: list[str]) -> str: ...
 from tether import sync
 from tether.clock import Clock, FakeClock, SystemClock
 from tether.codec import Codec, PayloadCodec, ZlibCodec
+from tether.crypto import AesGcmCodec
 from tether.engine.app import App, run
 from tether.engine.children import gather
 from tether.engine.context import Context, context
@@ -25,6 +26,7 @@ from tether.engine.starting import Starter, StartOptions
 from tether.engine.timers import sleep, sleep_until
 from tether.engine.versioning import patched
 from tether.errors import (
+    BackupError,
     ConfigError,
     CorruptRowError,
     DeadlineExceededError,
@@ -41,6 +43,7 @@ from tether.errors import (
     StepError,
     StepTimeoutError,
     StoreError,
+    StoreFullError,
     StoreUnavailableError,
     TetherError,
     WorkflowArgumentError,
@@ -54,8 +57,10 @@ from tether.settings import Settings
 from tether.status import Status
 
 __all__ = [
+    "AesGcmCodec",
     "App",
     "Approval",
+    "BackupError",
     "Clock",
     "Codec",
     "ConfigError",
@@ -84,6 +89,7 @@ __all__ = [
     "StepInfo",
     "StepTimeoutError",
     "StoreError",
+    "StoreFullError",
     "StoreUnavailableError",
     "SystemClock",
     "TetherError",

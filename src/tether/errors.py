@@ -24,7 +24,9 @@ TetherError                     base; the message says what happened and what to
     ├── StoreUnavailableError   cannot reach it or it failed transiently (retryable)
     ├── SchemaVersionError      the schema is newer than this code, or not migrated
     ├── LeaseLostError          another worker owns the run now; this worker must stop it
-    └── CorruptRowError         a row that cannot be decoded
+    ├── CorruptRowError         a row that cannot be decoded
+    ├── StoreFullError          the disk (or the database's quota) is full
+    └── BackupError             a backup file that cannot be restored
 ```
 
 Errors carry structured attributes (`workflow_id`, `seq`, ...) beside their message, so
@@ -215,3 +217,15 @@ class LeaseLostError(StoreError):
 
 class CorruptRowError(StoreError):
     """A stored row cannot be decoded."""
+
+
+class StoreFullError(StoreError):
+    """The database cannot grow: its disk (or its quota) is full.
+
+    Nothing partial was written; the runs involved stay resumable and go on once space is
+    freed.
+    """
+
+
+class BackupError(StoreError):
+    """A backup file is damaged, truncated, or of a format or schema this tether cannot read."""

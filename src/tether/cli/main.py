@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from tether.cli import messages, queues, workflows
+from tether.cli import backup, messages, queues, workflows
 from tether.cli.common import DbOption, opened, out
 from tether.store import migrate as migrations
 
@@ -18,6 +18,8 @@ app = typer.Typer(
 app.add_typer(workflows.app, name="workflows")
 app.add_typer(queues.app, name="queues")
 app.command("send")(messages.send)
+app.command("backup")(backup.backup)
+app.command("restore")(backup.restore)
 
 
 @app.command()

@@ -16,11 +16,17 @@ reads the time itself.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
 from tether.codec import run_place, step_place
-from tether.errors import DeduplicatedError, LeaseLostError, WorkflowConflictError
+from tether.errors import (
+    BackupError,
+    DeduplicatedError,
+    LeaseLostError,
+    StoreError,
+    WorkflowConflictError,
+)
 
 # Journal entry states.
 STEP_OK = "ok"
@@ -487,6 +493,104 @@ class Store(Protocol):
         never claim the same run, and queue limits hold across all of them.
         """
         ...
+
+    # -- backup and restore -------------------------------------------------------------------
+
+    def backup(self, sink: Callable[[str, tuple[Any, ...]], None]) -> int:
+        """Hand every row of every tether table to `sink(table, values)`; return the schema version.
+
+        All rows are read in one read transaction, so they are one consistent snapshot of the
+        whole workflow state while workers go on writing. Tables come in `BACKUP_TABLES`
+        order, rows in primary-key order, values in the table's `BACKUP_TABLES` column order:
+        text, integers, floats (times as Unix seconds), bytes (payloads, as stored) or None.
+        """
+        ...
+
+    def restore(
+        self,
+        columns: Mapping[str, Sequence[str]],
+        rows: Iterable[tuple[str, Sequence[Any]]],
+        *,
+        replace: bool = False,
+    ) -> dict[str, int]:
+        """Insert backed-up `rows` (values in the order of `columns[table]`) in one transaction.
+
+        The schema is migrated first. All or nothing: if anything fails (a bad row, an error
+        raised by the `rows` iterator) nothing is written. Returns the rows restored per table.
+
+        Raises:
+            StoreError: the database already holds tether data and `replace` is False
+                (with `replace`, everything in tether's tables is deleted first, in the
+                same transaction).
+            BackupError: a table or column this schema does not have.
+        """
+        ...
+
+
+BACKUP_TABLES: dict[str, tuple[str, ...]] = {
+    "runs": (
+        "id", "name", "version", "status", "input", "input_hash", "output", "error", "owner",
+        "epoch", "recoveries", "parent_id", "created_at", "updated_at", "finished_at", "queue",
+        "priority", "partition_key", "dedup_id", "wake_at", "started_at", "deadline_at",
+    ),
+    "steps": (
+        "run_id", "seq", "name", "status", "output", "error", "attempts", "started_at",
+        "ended_at", "retry_at",
+    ),
+    "workers": (
+        "id", "host", "boot_id", "pid", "pid_start", "started_at", "heartbeat_at", "stopped_at",
+    ),
+    "messages": ("id", "run_id", "topic", "payload", "key", "created_at", "consumed_at"),
+    "events": ("run_id", "key", "value", "updated_at"),
+    "waiters": ("target_id", "waiter_id"),
+    "schedules": ("name", "last_tick"),
+}  # fmt: skip
+"""Every tether table and its columns, as backups hold them (the schema, less its version)."""
+
+BACKUP_KEYS: dict[str, str] = {
+    "runs": "id",
+    "steps": "run_id, seq",
+    "workers": "id",
+    "messages": "id",
+    "events": "run_id, key",
+    "waiters": "target_id, waiter_id",
+    "schedules": "name",
+}
+"""Each table's primary key: the order rows are backed up in."""
+
+TIME_COLUMNS = frozenset(
+    {
+        "created_at", "updated_at", "finished_at", "wake_at", "started_at", "deadline_at",
+        "ended_at", "retry_at", "heartbeat_at", "stopped_at", "consumed_at", "last_tick",
+    }
+)  # fmt: skip
+"""Columns holding times: Unix seconds in backups, `timestamptz` in PostgreSQL."""
+
+
+def check_backup_columns(columns: Mapping[str, Sequence[str]]) -> None:
+    """Raise `BackupError` unless every table and column named is one of this schema's."""
+    for table, names in columns.items():
+        known = BACKUP_TABLES.get(table)
+        if known is None:
+            raise BackupError(
+                f"the backup holds table {table!r}, which this tether does not have; restore "
+                "it with the tether version that wrote it (or a newer one)"
+            )
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise BackupError(
+                f"the backup's table {table!r} has columns {unknown} that this tether does not "
+                "have; restore it with the tether version that wrote it (or a newer one)"
+            )
+
+
+def not_empty(counts: Mapping[str, int]) -> StoreError:
+    """The error for a restore into a database that holds tether data."""
+    held = ", ".join(f"{n} {t}" for t, n in counts.items() if n)
+    return StoreError(
+        f"the target database already holds tether data ({held}); restore into an empty "
+        "database, or pass --replace (tether restore) / replace=True to delete it first"
+    )
 
 
 # Shared by the implementations: how to read a write that changed nothing.

@@ -64,6 +64,7 @@ from tether.store.base import (
     conflict,
     lease_lost,
 )
+from tether.store.postgres_backup import PostgresBackup
 from tether.store.postgres_coordination import (
     PostgresCoordination,
     _Conn,
@@ -94,7 +95,7 @@ _Created = tuple[RunRow, bool] | WorkflowConflictError | DeduplicatedError
 _CREATE_TRIES = 5
 
 
-class PostgresStore(PostgresCoordination):
+class PostgresStore(PostgresBackup, PostgresCoordination):
     """A `Store` in a schema of a PostgreSQL database.
 
     Args:

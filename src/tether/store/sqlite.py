@@ -43,6 +43,7 @@ from tether.store.base import (
     WorkerRow,
     conflict,
 )
+from tether.store.sqlite_backup import SqliteBackup
 from tether.store.sqlite_coordination import (
     SqliteCoordination,
     _claim_from_queue,
@@ -82,7 +83,7 @@ def _translated(what: str) -> Iterator[None]:
         raise _translate(exc, what) from exc
 
 
-class SqliteStore(SqliteCoordination):
+class SqliteStore(SqliteBackup, SqliteCoordination):
     """A `Store` on a SQLite file.
 
     Args:
@@ -142,6 +143,10 @@ class SqliteStore(SqliteCoordination):
                     conn.execute("ROLLBACK")
                 raise
             return result
+
+    def _translated_call(self, what: str, fn: Callable[[], T]) -> T:
+        with _translated(what):
+            return fn()
 
     def close(self) -> None:
         """Close both connections."""
