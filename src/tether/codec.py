@@ -24,6 +24,11 @@ import pydantic_core
 from tether.errors import ConfigError, CorruptRowError, PayloadTooLargeError, SerializationError
 
 _ANY: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(Any)
+# NaN and the infinities are written as JSON's common extension (NaN, Infinity) and read back
+# as themselves, instead of pydantic's default of silently storing null.
+_DUMP: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(
+    Any, config=pydantic.ConfigDict(ser_json_inf_nan="constants")
+)
 
 Text = str | Callable[[], str]
 """A description, or a function that builds it: the hot path only pays for it on error."""
@@ -105,8 +110,14 @@ class Codec:
     def to_json(self, value: Any, what: Text) -> bytes:
         """Encode `value` as JSON bytes by its runtime type, or raise `SerializationError`."""
         try:
-            return _ANY.dump_json(value)
+            return _DUMP.dump_json(value)
         except pydantic_core.PydanticSerializationError as exc:
+            if "depth exceeded" in str(exc):
+                raise SerializationError(
+                    f"{_text(what)} cannot be stored: a {type(value).__name__} value is nested "
+                    "too deeply (more than about 250 levels of lists, dicts or objects); "
+                    "flatten it, or store it outside the journal and pass a reference"
+                ) from None
             raise SerializationError(
                 f"{_text(what)} cannot be stored: a {type(value).__name__} value holds something "
                 f"that is not JSON-serializable ({_first_line(exc)}). Pass JSON types, "

@@ -29,6 +29,8 @@ _POLL_MAX = 0.5
 async def send(app: App, workflow_id: str, topic: str, payload: Any, key: str | None) -> bool:
     """Deliver a message; False if one with the same key was delivered before."""
     checks.text(topic, "a topic")
+    if key is not None:
+        checks.text(key, "a message key", most=1000)
     # Every message has an identity, bound to its payload at rest: the sender's key, or a
     # fresh one (which no other send can repeat, so it changes nothing about delivery).
     key = key if key is not None else f"tether:{uuid.uuid4().hex}"

@@ -190,4 +190,9 @@ def _run_id(value: Any) -> str:
             f"a workflow id must be a non-empty string of at most {MAX_ID} characters, "
             f"not {value!r}"
         )
+    if not checks.storable(value):
+        raise WorkflowArgumentError(
+            f"a workflow id cannot hold a NUL character or a lone surrogate (databases cannot "
+            f"store them as text), not {value!r}; use printable characters"
+        )
     return value
