@@ -22,10 +22,10 @@ TetherError                     base; the message says what happened and what to
 ├── RecoveryLimitError          a run crashed its workers too often and was failed
 └── StoreError                  the database
     ├── StoreUnavailableError   cannot reach it or it failed transiently (retryable)
+    │   └── StoreFullError      the disk (or the database's quota) is full
     ├── SchemaVersionError      the schema is newer than this code, or not migrated
     ├── LeaseLostError          another worker owns the run now; this worker must stop it
     ├── CorruptRowError         a row that cannot be decoded
-    ├── StoreFullError          the disk (or the database's quota) is full
     └── BackupError             a backup file that cannot be restored
 ```
 
@@ -219,11 +219,11 @@ class CorruptRowError(StoreError):
     """A stored row cannot be decoded."""
 
 
-class StoreFullError(StoreError):
+class StoreFullError(StoreUnavailableError):
     """The database cannot grow: its disk (or its quota) is full.
 
-    Nothing partial was written; the runs involved stay resumable and go on once space is
-    freed.
+    Nothing partial was written. It is retryable (freeing space ends it): the runs involved
+    stay resumable and go on once space is freed.
     """
 
 

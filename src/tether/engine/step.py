@@ -36,6 +36,7 @@ from tether.errors import (
     NonDeterminismError,
     NotInWorkflowError,
     StepTimeoutError,
+    StoreUnavailableError,
     TetherError,
 )
 from tether.store.base import STEP_ERROR, STEP_OK, STEP_RETRY, StepRecord
@@ -253,6 +254,8 @@ async def _commit_async(call: StepCall, record: StepRecord) -> StepRecord:
         return await call.ex.worker.committer.acommit(call.ex.lease, record)
     except LeaseLostError as exc:
         raise call.lease_lost(exc) from None
+    except StoreUnavailableError as exc:
+        raise call.ex.fail(exc) from None  # the run pauses; it is not failed for this
 
 
 def call_sync(
@@ -289,6 +292,8 @@ def call_transaction(
             stored = ex.worker.transact(ex.lease, body)
         except LeaseLostError as exc:
             raise call.lease_lost(exc) from None
+        except StoreUnavailableError as exc:
+            raise ex.fail(exc) from None
         mine, result = written[0] if written else (None, None)
         return stored, mine, result
 
@@ -353,6 +358,8 @@ def _commit_sync(call: StepCall, record: StepRecord) -> StepRecord:
         return call.ex.worker.committer.commit(call.ex.lease, record)
     except LeaseLostError as exc:
         raise call.lease_lost(exc) from None
+    except StoreUnavailableError as exc:
+        raise call.ex.fail(exc) from None
 
 
 def make_wrapper(spec: StepSpec) -> Callable[..., Any]:

@@ -24,7 +24,12 @@ from typing import Any, TypeVar
 from tether.codec import step_place
 from tether.engine.context import Abandoned, Execution, StepFrame, Wait, current
 from tether.engine.journal import retrying
-from tether.errors import LeaseLostError, NonDeterminismError, NotInWorkflowError
+from tether.errors import (
+    LeaseLostError,
+    NonDeterminismError,
+    NotInWorkflowError,
+    StoreUnavailableError,
+)
 from tether.store.base import NOT_FINAL, STEP_OK, STEP_WAIT, StepRecord
 
 T = TypeVar("T")
@@ -108,14 +113,14 @@ class Position:
         """Journal `record` (async)."""
         try:
             return await self.ex.worker.committer.acommit(self.ex.lease, record)
-        except LeaseLostError as exc:
+        except (LeaseLostError, StoreUnavailableError) as exc:
             raise self.ex.fail(exc) from None
 
     def commit(self, record: StepRecord) -> StepRecord:
         """Journal `record` (blocking)."""
         try:
             return self.ex.worker.committer.commit(self.ex.lease, record)
-        except LeaseLostError as exc:
+        except (LeaseLostError, StoreUnavailableError) as exc:
             raise self.ex.fail(exc) from None
 
 

@@ -216,11 +216,29 @@ class Worker:
         except (Abandoned, asyncio.CancelledError, LeaseLostError) as exc:
             log.debug("run %s left to the store: %s", run_id, type(exc).__name__)
             outcome = None
+        except StoreUnavailableError as exc:
+            # A checkpoint or the completion could not be written (a full disk, a database
+            # down past the retry timeout): nothing partial was, the run is not failed for it.
+            # It starts again here from its journal a little later, under the same lease.
+            log.error("run %s paused, the database refused a write: %s", run_id, exc)
+            outcome = None
+            self._relaunch_later(spec, lease, payload, recoveries)
         except TetherError as exc:
             log.error("run %s could not be completed: %s", run_id, exc)
             outcome = None
         finally:
             self._finished(run_id, outcome)
+
+    def _relaunch_later(
+        self, spec: WorkflowSpec, lease: Lease, payload: bytes, recoveries: int
+    ) -> None:
+        async def again() -> None:
+            await asyncio.sleep(min(self.settings.lease_ttl / 2, 5.0))
+            if lease.run_id not in self.running:
+                self.launch(spec, lease, payload, recoveries, None)
+
+        self._loops = [t for t in self._loops if not t.done()]
+        self._loops.append(asyncio.create_task(again(), name=f"tether-relaunch-{lease.run_id}"))
 
     def _finished(self, run_id: str, outcome: Outcome | None) -> None:
         entry = self.running.get(run_id)

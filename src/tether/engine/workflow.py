@@ -25,6 +25,7 @@ from tether.errors import (
     LeaseLostError,
     NonDeterminismError,
     SerializationError,
+    StoreUnavailableError,
     WorkflowArgumentError,
 )
 from tether.status import Status
@@ -168,8 +169,8 @@ async def execute(ex: Execution, args: tuple[Any, ...], kwargs: dict[str, Any]) 
         error = NonDeterminismError(
             ex.run_id, first, ex.journal[first].name, "no step (the workflow returned first)"
         )
-    if isinstance(error, LeaseLostError):
-        raise error
+    if isinstance(error, LeaseLostError | StoreUnavailableError):
+        raise error  # the run is not this execution's to end: lost, or its writes refused
     codec = ex.worker.codec
     if error is not None:
         return failed(codec, ex.run_id, error)

@@ -43,6 +43,7 @@ from tether.errors import (
     DeduplicatedError,
     LeaseLostError,
     StoreError,
+    StoreFullError,
     StoreUnavailableError,
     WorkflowConflictError,
 )
@@ -138,6 +139,12 @@ class PostgresStore(PostgresBackup, PostgresCoordination):
         """Turn driver errors into tether's, saying what was being done and what to do."""
         try:
             yield
+        except psycopg.errors.DiskFull as exc:
+            raise StoreFullError(
+                f"{self._failed(what, exc)}; the database server's disk is full "
+                "and wrote nothing: free space on it, tether retries and runs resume from their "
+                "last recorded step"
+            ) from exc
         except psycopg.errors.TransactionRollback as exc:  # a deadlock or serialization failure
             raise StoreUnavailableError(
                 f"{self._failed(what, exc)}; it collided with a concurrent transaction and was "

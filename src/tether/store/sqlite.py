@@ -24,6 +24,7 @@ from tether.errors import (
     DeduplicatedError,
     LeaseLostError,
     StoreError,
+    StoreFullError,
     StoreUnavailableError,
     WorkflowConflictError,
 )
@@ -62,6 +63,12 @@ _UNAVAILABLE = ("locked", "busy", "disk i/o", "full", "unable to open", "readonl
 def _translate(exc: sqlite3.Error, what: str) -> StoreError:
     """Turn a sqlite3 error into tether's, saying what was being done."""
     text = str(exc)
+    if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in text:
+        return StoreFullError(
+            f"SQLite could not {what}: the disk holding the database is full ({text}); "
+            "nothing was written. Free space on that disk (or move the database to a larger "
+            "one): tether retries, and runs resume from their last recorded step"
+        )
     if isinstance(exc, sqlite3.OperationalError) and any(w in text.lower() for w in _UNAVAILABLE):
         return StoreUnavailableError(
             f"SQLite could not {what}: {text}; tether retries transient failures, check "
