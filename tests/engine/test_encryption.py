@@ -279,6 +279,13 @@ async def test_encryption__wrong_or_missing_key__clear_errors(make_app: MakeApp)
     none = make_app()
     with pytest.raises(tether.ConfigError, match="codec 'aesgcm'"):
         await none.retrieve("r").result()
+    # A fork by an app without the key fails whole, instead of copying unreadable payloads.
+    with pytest.raises(tether.ConfigError, match="codec 'aesgcm'"):
+        await none.fork("r", from_step=0, new_id="copy")
+    assert none.store.get_run("copy") is None
+    forked = await app.fork("r", from_step=0, new_id="copy")
+    async with app:
+        assert await forked.result(timeout=30) == MARKERS[0]
 
 
 async def test_encryption__rotation__newest_key_writes_every_key_reads(make_app: MakeApp):

@@ -8,6 +8,7 @@ refused (at start, at send, or failing the run with the error recorded) with a n
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any
 
@@ -92,10 +93,8 @@ def define(app: tether.App) -> None:
 async def final(app: tether.App, run_id: str) -> tether.Status:
     """The run's status once it has ended (waits for it); never a non-final one."""
     handle = app.retrieve(run_id)
-    try:
+    with contextlib.suppress(tether.WorkflowFailedError):
         await handle.result(timeout=60)
-    except tether.WorkflowFailedError:
-        pass
     status = await handle.status()
     assert status.finished, f"run {run_id} left {status}"
     return status

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 from tether.codec import event_place, message_place
 from tether.engine import checks, failures
 from tether.engine.handle import WorkflowHandle
-from tether.engine.messages import resealer
 from tether.errors import TetherError, WorkflowCancelledError, WorkflowNotFoundError
 from tether.store.base import NewMessage
 
@@ -97,7 +96,13 @@ async def fork(
     """Start a new run that keeps `workflow_id`'s journal before `from_step`."""
     checks.count(from_step, "from_step (a journal position)", least=0)
     fork_id = new_id or f"{workflow_id}-fork-{uuid.uuid4().hex[:8]}"
-    reseal = resealer(app.codec)
+
+    # Always re-sealed (rare, and cheap): a payload this app cannot open (encrypted with a
+    # key it lacks) makes the fork fail whole with a clear error, instead of copying it where
+    # it could never be read.
+    def reseal(data: bytes, source: str, target: str) -> bytes:
+        return app.codec.reseal(data, f"a payload of {workflow_id!r}", source, target)
+
     row = await app._db(app.store.fork_run, workflow_id, fork_id, from_step, app._now(), reseal)
     if app._worker is not None:
         app._worker.wake_claims()
