@@ -211,6 +211,14 @@ class Codec:
             ) from None
 
 
+def codec_names(data: bytes) -> list[str]:
+    """The names of the codecs a stored payload went through (none for plain JSON)."""
+    if not data or data[0] != _HEADER:
+        return []
+    end = data.find(_HEADER, 1)
+    return [] if end < 0 else data[1:end].decode("ascii", "replace").split(",")
+
+
 def place(table: str, *identity: str | int | None) -> str:
     """A payload's row identity: the `context` its codecs bind (unambiguous, ASCII JSON).
 

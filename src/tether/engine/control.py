@@ -12,10 +12,11 @@ import asyncio
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from tether.codec import event_place, message_place
+from tether import crypto
+from tether.codec import codec_names, event_place, message_place
 from tether.engine import checks, failures
 from tether.engine.handle import WorkflowHandle
-from tether.errors import TetherError, WorkflowCancelledError, WorkflowNotFoundError
+from tether.errors import ConfigError, TetherError, WorkflowCancelledError, WorkflowNotFoundError
 from tether.store.base import NewMessage
 
 if TYPE_CHECKING:
@@ -97,11 +98,17 @@ async def fork(
     checks.count(from_step, "from_step (a journal position)", least=0)
     fork_id = new_id or f"{workflow_id}-fork-{uuid.uuid4().hex[:8]}"
 
-    # Always re-sealed (rare, and cheap): a payload this app cannot open (encrypted with a
-    # key it lacks) makes the fork fail whole with a clear error, instead of copying it where
-    # it could never be read.
+    # Every copied payload is re-sealed for its new row. One this app cannot open is copied
+    # as is if its codecs do not bind rows (compression: a CLI without codecs can fork), and
+    # makes the fork fail whole if it is encrypted, instead of copying it where it could
+    # never be read.
     def reseal(data: bytes, source: str, target: str) -> bytes:
-        return app.codec.reseal(data, f"a payload of {workflow_id!r}", source, target)
+        try:
+            return app.codec.reseal(data, f"a payload of {workflow_id!r}", source, target)
+        except ConfigError:
+            if crypto.NAME in codec_names(data):
+                raise
+            return data
 
     row = await app._db(app.store.fork_run, workflow_id, fork_id, from_step, app._now(), reseal)
     if app._worker is not None:
