@@ -12,8 +12,8 @@ import asyncio
 import uuid
 from typing import TYPE_CHECKING, Any
 
-from tether import crypto
 from tether.codec import codec_names, event_place, message_place
+from tether.crypto import NAME as ENCRYPTING_CODEC
 from tether.engine import checks, failures
 from tether.engine.handle import WorkflowHandle
 from tether.errors import ConfigError, TetherError, WorkflowCancelledError, WorkflowNotFoundError
@@ -106,7 +106,7 @@ async def fork(
         try:
             return app.codec.reseal(data, f"a payload of {workflow_id!r}", source, target)
         except ConfigError:
-            if crypto.NAME in codec_names(data):
+            if ENCRYPTING_CODEC in codec_names(data):
                 raise
             return data
 
