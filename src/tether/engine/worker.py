@@ -234,7 +234,13 @@ class Worker:
     ) -> None:
         async def again() -> None:
             await asyncio.sleep(min(self.settings.lease_ttl / 2, 5.0))
-            if lease.run_id not in self.running:
+            try:
+                row = await self.db(self.store.get_run, lease.run_id)
+            except TetherError:
+                self._relaunch_later(spec, lease, payload, recoveries)  # still unavailable
+                return
+            mine = row is not None and row.status == "RUNNING" and row.epoch == lease.epoch
+            if mine and lease.run_id not in self.running:
                 self.launch(spec, lease, payload, recoveries, None)
 
         self._loops = [t for t in self._loops if not t.done()]
