@@ -5,8 +5,10 @@ from __future__ import annotations
 import tether
 
 PUBLIC = [
+    "AesGcmCodec",
     "App",
     "Approval",
+    "BackupError",
     "Clock",
     "Codec",
     "ConfigError",
@@ -35,6 +37,7 @@ PUBLIC = [
     "StepInfo",
     "StepTimeoutError",
     "StoreError",
+    "StoreFullError",
     "StoreUnavailableError",
     "SystemClock",
     "TetherError",

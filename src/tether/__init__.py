@@ -15,6 +15,7 @@ from tether import sync
 from tether.agent.app import App
 from tether.clock import Clock, FakeClock, SystemClock
 from tether.codec import Codec, PayloadCodec, ZlibCodec
+from tether.crypto import AesGcmCodec
 from tether.engine.app import run
 from tether.engine.children import gather
 from tether.engine.context import Context, context
@@ -26,6 +27,7 @@ from tether.engine.starting import Starter, StartOptions
 from tether.engine.timers import sleep, sleep_until
 from tether.engine.versioning import patched
 from tether.errors import (
+    BackupError,
     ConfigError,
     CorruptRowError,
     DeadlineExceededError,
@@ -42,6 +44,7 @@ from tether.errors import (
     StepError,
     StepTimeoutError,
     StoreError,
+    StoreFullError,
     StoreUnavailableError,
     TetherError,
     WorkflowArgumentError,
@@ -55,8 +58,10 @@ from tether.settings import Settings
 from tether.status import Status
 
 __all__ = [
+    "AesGcmCodec",
     "App",
     "Approval",
+    "BackupError",
     "Clock",
     "Codec",
     "ConfigError",
@@ -85,6 +90,7 @@ __all__ = [
     "StepInfo",
     "StepTimeoutError",
     "StoreError",
+    "StoreFullError",
     "StoreUnavailableError",
     "SystemClock",
     "TetherError",

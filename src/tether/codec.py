@@ -24,6 +24,11 @@ import pydantic_core
 from tether.errors import ConfigError, CorruptRowError, PayloadTooLargeError, SerializationError
 
 _ANY: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(Any)
+# NaN and the infinities are written as JSON's common extension (NaN, Infinity) and read back
+# as themselves, instead of pydantic's default of silently storing null.
+_DUMP: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(
+    Any, config=pydantic.ConfigDict(ser_json_inf_nan="constants")
+)
 
 Text = str | Callable[[], str]
 """A description, or a function that builds it: the hot path only pays for it on error."""
@@ -105,8 +110,14 @@ class Codec:
     def to_json(self, value: Any, what: Text) -> bytes:
         """Encode `value` as JSON bytes by its runtime type, or raise `SerializationError`."""
         try:
-            return _ANY.dump_json(value)
+            return _DUMP.dump_json(value)
         except pydantic_core.PydanticSerializationError as exc:
+            if "depth exceeded" in str(exc):
+                raise SerializationError(
+                    f"{_text(what)} cannot be stored: a {type(value).__name__} value is nested "
+                    "too deeply (more than about 250 levels of lists, dicts or objects); "
+                    "flatten it, or store it outside the journal and pass a reference"
+                ) from None
             raise SerializationError(
                 f"{_text(what)} cannot be stored: a {type(value).__name__} value holds something "
                 f"that is not JSON-serializable ({_first_line(exc)}). Pass JSON types, "
@@ -131,6 +142,24 @@ class Codec:
             )
         return data
 
+    @property
+    def active(self) -> bool:
+        """Whether payloads are transformed at rest (any codec configured)."""
+        return bool(self.codecs)
+
+    def reseal(self, data: bytes, what: Text, source: str, target: str) -> bytes:
+        """Move a stored payload to another place: open it at `source`, seal it for `target`.
+
+        A payload stored before the codecs were configured is sealed as it is. No size check:
+        the payload was accepted where it was.
+        """
+        raw = self.open(data, what, source)
+        if not self.codecs:
+            return raw
+        for codec in self.codecs:
+            raw = codec.encode(raw, target)
+        return self._header + raw
+
     def encode(self, value: Any, what: Text, context: Text = "") -> bytes:
         """Encode `value` for storage: JSON, then codecs, then the size check."""
         return self.seal(self.to_json(value, what), what, context)
@@ -154,6 +183,8 @@ class Codec:
                 )
             try:
                 body = codec.decode(body, context)
+            except CorruptRowError as exc:
+                raise CorruptRowError(f"{what}: {exc}") from None
             except Exception as exc:
                 raise CorruptRowError(
                     f"{what}: codec {name!r} cannot read the payload ({type(exc).__name__})"
@@ -178,6 +209,43 @@ class Codec:
                 f"{_text(what)} does not fit its declared type {_type_name(annotation)}: "
                 f"{_first_line(exc)}. Fix the annotation or the value returned"
             ) from None
+
+
+def codec_names(data: bytes) -> list[str]:
+    """The names of the codecs a stored payload went through (none for plain JSON)."""
+    if not data or data[0] != _HEADER:
+        return []
+    end = data.find(_HEADER, 1)
+    return [] if end < 0 else data[1:end].decode("ascii", "replace").split(",")
+
+
+def place(table: str, *identity: str | int | None) -> str:
+    """A payload's row identity: the `context` its codecs bind (unambiguous, ASCII JSON).
+
+    An encrypting codec binds it as associated data, so a payload copied into another row
+    does not decode there. The helpers below name every place a payload is stored.
+    """
+    return json.dumps([table, *identity], separators=(",", ":"))
+
+
+def run_place(run_id: str, field: str) -> str:
+    """The place of a run's `input`, `output` or `error`."""
+    return place("runs", run_id, field)
+
+
+def step_place(run_id: str, seq: int, field: str) -> str:
+    """The place of a journal entry's `output` or `error`."""
+    return place("steps", run_id, seq, field)
+
+
+def event_place(run_id: str, key: str) -> str:
+    """The place of a run's event `key`."""
+    return place("events", run_id, key)
+
+
+def message_place(run_id: str, topic: str, key: str | None) -> str:
+    """The place of a message to `run_id` on `topic`, identified by its `key`."""
+    return place("messages", run_id, topic, key)
 
 
 def canonical_json(value: Any) -> bytes:

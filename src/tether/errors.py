@@ -22,9 +22,11 @@ TetherError                     base; the message says what happened and what to
 ├── RecoveryLimitError          a run crashed its workers too often and was failed
 ├── StoreError                  the database
 │   ├── StoreUnavailableError   cannot reach it or it failed transiently (retryable)
+│   │   └── StoreFullError      the disk (or the database's quota) is full
 │   ├── SchemaVersionError      the schema is newer than this code, or not migrated
 │   ├── LeaseLostError          another worker owns the run now; this worker must stop it
-│   └── CorruptRowError         a row that cannot be decoded
+│   ├── CorruptRowError         a row that cannot be decoded
+│   └── BackupError             a backup file that cannot be restored
 └── MissionError                (tether.mission) a mission cannot go on as asked
     ├── InvalidTransitionError  a state change the transition table or its guard refuses
     ├── MissionSpecChangedError a resumed mission's spec differs from the launched one
@@ -219,6 +221,18 @@ class LeaseLostError(StoreError):
 
 class CorruptRowError(StoreError):
     """A stored row cannot be decoded."""
+
+
+class StoreFullError(StoreUnavailableError):
+    """The database cannot grow: its disk (or its quota) is full.
+
+    Nothing partial was written. It is retryable (freeing space ends it): the runs involved
+    stay resumable and go on once space is freed.
+    """
+
+
+class BackupError(StoreError):
+    """A backup file is damaged, truncated, or of a format or schema this tether cannot read."""
 
 
 class MissionError(TetherError):

@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 from typing import Any, Literal, cast
 
+from tether.crypto import parse_keys
 from tether.errors import ConfigError
 
 DEFAULT_SQLITE_PATH = ".tether/tether.db"
@@ -45,6 +46,9 @@ class Settings:
         statement_timeout: seconds a database statement may run.
         shutdown_grace: seconds a worker leaving (`async with app` exiting, or SIGTERM to
             `tether worker`) gives the steps in flight to finish and be recorded.
+        encryption_key: 256-bit AES keys (base64 or hex, comma-separated, newest first) that
+            encrypt every payload at rest (`TETHER_ENCRYPTION_KEY`); the first encrypts, all
+            decrypt. Never shown in `repr` or messages.
     """
 
     database_url: str | None = None
@@ -63,6 +67,7 @@ class Settings:
     connect_timeout: float = 5.0
     statement_timeout: float = 30.0
     shutdown_grace: float = 30.0
+    encryption_key: str | None = dataclasses.field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.sqlite_synchronous not in ("NORMAL", "FULL"):
@@ -75,10 +80,14 @@ class Settings:
                 f"pg_schema={self.pg_schema!r} is not a plain identifier; "
                 "use letters, digits and underscores"
             )
-        if self.wait_in_memory < 0:
-            raise ConfigError("wait_in_memory must be 0 or more seconds")
-        if self.shutdown_grace < 0:
-            raise ConfigError("shutdown_grace must be 0 or more seconds")
+        if self.encryption_key is not None:
+            parse_keys(self.encryption_key)  # a ConfigError naming the key's position only
+        self._check_numbers()
+
+    def _check_numbers(self) -> None:
+        for name in ("wait_in_memory", "shutdown_grace"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be 0 or more seconds")
         for name in (
             "lease_ttl",
             "heartbeat_interval",

@@ -1,0 +1,1 @@
+"""Fault injection: the store under failures of the machine (a full disk ...)."""

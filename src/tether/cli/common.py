@@ -86,12 +86,12 @@ def call(db: str | None, action: Callable[[App], Coroutine[Any, Any, T]]) -> T:
             app.close()
 
 
-def payload(codec: Codec, data: bytes | None) -> Any:
-    """A stored payload as plain JSON, or a note saying why it cannot be shown."""
+def payload(codec: Codec, data: bytes | None, where: str = "") -> Any:
+    """A stored payload (at row identity `where`) as plain JSON, or why it cannot be shown."""
     if data is None:
         return None
     try:
-        return codec.decode(data)
+        return codec.decode(data, context=where)
     except TetherError as exc:
         return f"<unreadable: {exc}>"
 

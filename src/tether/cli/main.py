@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from tether.cli import audit, evaluate, messages, missions, queues, services, workflows
+from tether.cli import audit, backup, evaluate, messages, missions, queues, services, workflows
 from tether.cli import worker as workers
 from tether.cli.common import DbOption, opened, out
 from tether.store import migrate as migrations
@@ -25,6 +25,8 @@ app.add_typer(missions.app, name="missions")
 app.command("evaluate")(evaluate.evaluate)
 app.command("worker")(workers.worker)
 app.command("supervise")(workers.supervise)
+app.command("backup")(backup.backup)
+app.command("restore")(backup.restore)
 
 
 @app.command()

@@ -13,8 +13,11 @@ from rich.table import Table
 from tether.cli import control
 from tether.cli.common import DbOption, JsonOption, duration, err, opened, out, payload, print_json
 from tether.cli.common import when as fmt_when
-from tether.codec import Codec
-from tether.engine.failures import error_summary
+from tether.codec import Codec, run_place, step_place
+from tether.crypto import app_codec
+from tether.engine.failures import error_summary, open_error
+from tether.errors import TetherError
+from tether.settings import Settings
 from tether.status import Status
 from tether.store.base import RunFilter, RunRow, StepRecord
 
@@ -88,7 +91,7 @@ def show(
     as_json: JsonOption = False,
 ) -> None:
     """Show one run: its status, input, outcome, and every step with attempts and timings."""
-    codec = Codec()
+    codec = app_codec(Settings.from_env(database_url=db))
     with opened(db) as store:
         run = store.get_run(workflow_id)
         if run is None:
@@ -154,14 +157,14 @@ def _run_summary(r: RunRow) -> dict[str, Any]:
 def _run_detail(codec: Codec, run: RunRow, steps: list[StepRecord]) -> dict[str, Any]:
     error = None
     if run.error is not None:
-        kind, message, tb = error_summary(run.error)
+        kind, message, tb = _error(codec, run.error, run_place(run.id, "error"))
         error = {"type": kind, "message": message, "traceback": tb}
     return {
         **_run_summary(run),
         "epoch": run.epoch,
         "version": run.version,
-        "input": payload(codec, run.input),
-        "output": payload(codec, run.output),
+        "input": payload(codec, run.input, run_place(run.id, "input")),
+        "output": payload(codec, run.output, run_place(run.id, "output")),
         "error": error,
         "steps": [_step_detail(codec, s) for s in steps],
     }
@@ -170,7 +173,7 @@ def _run_detail(codec: Codec, run: RunRow, steps: list[StepRecord]) -> dict[str,
 def _step_detail(codec: Codec, s: StepRecord) -> dict[str, Any]:
     kind = message = None
     if s.error is not None:
-        kind, message, _ = error_summary(s.error)
+        kind, message, _ = _error(codec, s.error, step_place(s.run_id, s.seq, "error"))
     return {
         "seq": s.seq,
         "name": s.name,
@@ -179,10 +182,17 @@ def _step_detail(codec: Codec, s: StepRecord) -> dict[str, Any]:
         "started_at": s.started_at,
         "ended_at": s.ended_at,
         "retry_at": s.retry_at,
-        "output": payload(codec, s.output),
+        "output": payload(codec, s.output, step_place(s.run_id, s.seq, "output")),
         "error_type": kind,
         "error_message": message,
     }
+
+
+def _error(codec: Codec, data: bytes, where: str) -> tuple[str, str, str]:
+    try:
+        return error_summary(open_error(codec, data, where))
+    except TetherError as exc:
+        return "<unreadable>", str(exc), ""
 
 
 @dataclasses.dataclass(frozen=True)

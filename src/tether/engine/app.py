@@ -18,7 +18,8 @@ from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, TypeVar, overload
 
-from tether.codec import Codec, PayloadCodec
+from tether.codec import PayloadCodec
+from tether.crypto import app_codec
 from tether.engine import children, control
 from tether.engine import step as steps
 from tether.engine.context import Execution, current
@@ -64,7 +65,7 @@ class App:
         if database_url is not None:
             settings = dataclasses.replace(settings, database_url=database_url)
         self.settings = settings
-        self.codec = Codec(codecs, settings.max_payload_bytes)
+        self.codec = app_codec(settings, codecs)
         self._registry = Registry()
         self._workflows = self._registry.workflows
         self._store: Store | None = None

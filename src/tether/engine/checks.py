@@ -14,7 +14,23 @@ def text(value: object, what: str, *, most: int = 200) -> str:
     """A non-empty string of at most `most` characters."""
     if not isinstance(value, str) or not value or len(value) > most:
         raise ConfigError(f"{what} must be a string of 1 to {most} characters, not {value!r}")
+    if not storable(value):
+        raise ConfigError(
+            f"{what} holds a NUL character or a lone surrogate, which databases cannot store "
+            f"as text: {value!r}; use printable characters"
+        )
     return value
+
+
+def storable(value: str) -> bool:
+    """Whether `value` can be stored as text by both databases (no NUL, valid UTF-8)."""
+    if "\x00" in value:
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def seconds(value: object, what: str, *, positive: bool = False) -> float:

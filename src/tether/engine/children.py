@@ -17,7 +17,7 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar, cast
 
-from tether.codec import adapter
+from tether.codec import adapter, run_place
 from tether.engine import failures
 from tether.engine.context import Execution, Wait
 from tether.engine.waiting import Position, wait_async
@@ -68,8 +68,7 @@ async def _start_child(
 ) -> str:
     prior = pos.replay()
     if prior is not None and pos.final(prior):
-        assert prior.output is not None
-        return str(json.loads(prior.output))
+        return str(pos.value(prior, str, "the id of a child run"))
     # Create first, journal second: a crash in between re-creates the same child (same id,
     # same input: the existing run), never a second one.
     await create(spec, child, args, kwargs, pos.ex.run_id)
@@ -89,7 +88,7 @@ async def _await_run(pos: Position, run_id: str, returns: Any, deadline: float |
     prior = pos.replay()
     if pos.final(prior):
         assert prior is not None
-        return _outcome(ex, run_id, prior, returns)
+        return _outcome(pos, run_id, prior, returns)
     if prior is not None:
         deadline = prior.retry_at
 
@@ -105,26 +104,31 @@ async def _await_run(pos: Position, run_id: str, returns: Any, deadline: float |
             await pos.acommit(pos.entry(None, waiting=True, waiting_until=deadline))
         done, row = await wait_async(pos, Wait(deadline=deadline, run=run_id), ready)
     record = await pos.acommit(pos.entry(_encode_outcome(ex, row if done else None)))
-    return _outcome(ex, run_id, record, returns)
+    return _outcome(pos, run_id, record, returns)
 
 
 def _encode_outcome(ex: Execution, row: RunRow | None) -> bytes:
-    """The journaled outcome of an awaited run: its status and its output or error, as JSON."""
+    """The journaled outcome of an awaited run: its status and its output or error, as JSON.
+
+    The awaited run's payloads are opened from its own rows; the entry that holds them is
+    sealed for the awaiting run's journal position.
+    """
     codec = ex.worker.codec
     if row is None:
         value: dict[str, Any] = {"status": "TIMEOUT"}
     else:
         value = {"status": row.status}
         if row.output is not None:
-            value["output"] = json.loads(codec.open(row.output, f"the result of {row.id!r}"))
+            where = run_place(row.id, "output")
+            value["output"] = json.loads(codec.open(row.output, f"the result of {row.id!r}", where))
         if row.error is not None:
-            value["error"] = json.loads(row.error)
-    return codec.encode(value, "an awaited run's outcome", f"{ex.run_id}/result")
+            error = failures.open_error(codec, row.error, run_place(row.id, "error"))
+            value["error"] = json.loads(error)
+    return codec.to_json(value, "an awaited run's outcome")
 
 
-def _outcome(ex: Execution, run_id: str, record: StepRecord, returns: Any) -> Any:
-    assert record.output is not None
-    value = ex.worker.codec.decode(record.output, Any, "an awaited run's outcome")
+def _outcome(pos: Position, run_id: str, record: StepRecord, returns: Any) -> Any:
+    value = pos.value(record, Any, "an awaited run's outcome")
     status = value.get("status")
     if status == Status.SUCCEEDED:
         return adapter(returns).validate_python(value.get("output"))

@@ -12,9 +12,11 @@ import asyncio
 import uuid
 from typing import TYPE_CHECKING, Any
 
+from tether.codec import codec_names, event_place, message_place
+from tether.crypto import NAME as ENCRYPTING_CODEC
 from tether.engine import checks, failures
 from tether.engine.handle import WorkflowHandle
-from tether.errors import TetherError, WorkflowCancelledError, WorkflowNotFoundError
+from tether.errors import ConfigError, TetherError, WorkflowCancelledError, WorkflowNotFoundError
 from tether.store.base import NewMessage
 
 if TYPE_CHECKING:
@@ -27,7 +29,13 @@ _POLL_MAX = 0.5
 async def send(app: App, workflow_id: str, topic: str, payload: Any, key: str | None) -> bool:
     """Deliver a message; False if one with the same key was delivered before."""
     checks.text(topic, "a topic")
-    data = app.codec.encode(payload, f"a message on {topic!r} to {workflow_id!r}", "message")
+    if key is not None:
+        checks.text(key, "a message key", most=1000)
+    # Every message has an identity, bound to its payload at rest: the sender's key, or a
+    # fresh one (which no other send can repeat, so it changes nothing about delivery).
+    key = key if key is not None else f"tether:{uuid.uuid4().hex}"
+    what = f"a message on {topic!r} to {workflow_id!r}"
+    data = app.codec.encode(payload, what, message_place(workflow_id, topic, key))
     message = NewMessage(workflow_id, topic, data, app._now(), key)
     delivered = await app._db(app.store.send_message, message)
     if app._worker is not None:
@@ -50,7 +58,7 @@ async def get_event(
         value = await app._db(app.store.get_event, workflow_id, key)
         if value is not None:
             what = f"event {key!r} of {workflow_id!r}"
-            return app.codec.decode(value, Any, what, f"{workflow_id}/{key}")
+            return app.codec.decode(value, Any, what, event_place(workflow_id, key))
         if deadline is not None and loop.time() >= deadline:
             return None
         pause = delay if deadline is None else min(delay, max(0.0, deadline - loop.time()))
@@ -60,7 +68,7 @@ async def get_event(
 
 async def cancel(app: App, workflow_id: str) -> list[str]:
     """Cancel a run and its unfinished descendants; return the ids cancelled."""
-    reason = failures.encode_error(WorkflowCancelledError(workflow_id))
+    reason = failures.reason(app.codec, WorkflowCancelledError(workflow_id))
     cancelled = await app._db(app.store.cancel_run, workflow_id, reason, app._now())
     if app._worker is not None:
         app._worker.cancel_local(cancelled)
@@ -89,7 +97,20 @@ async def fork(
     """Start a new run that keeps `workflow_id`'s journal before `from_step`."""
     checks.count(from_step, "from_step (a journal position)", least=0)
     fork_id = new_id or f"{workflow_id}-fork-{uuid.uuid4().hex[:8]}"
-    row = await app._db(app.store.fork_run, workflow_id, fork_id, from_step, app._now())
+
+    # Every copied payload is re-sealed for its new row. One this app cannot open is copied
+    # as is if its codecs do not bind rows (compression: a CLI without codecs can fork), and
+    # makes the fork fail whole if it is encrypted, instead of copying it where it could
+    # never be read.
+    def reseal(data: bytes, source: str, target: str) -> bytes:
+        try:
+            return app.codec.reseal(data, f"a payload of {workflow_id!r}", source, target)
+        except ConfigError:
+            if ENCRYPTING_CODEC in codec_names(data):
+                raise
+            return data
+
+    row = await app._db(app.store.fork_run, workflow_id, fork_id, from_step, app._now(), reseal)
     if app._worker is not None:
         app._worker.wake_claims()
     return WorkflowHandle(app, fork_id, row.name)

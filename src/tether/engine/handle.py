@@ -7,6 +7,7 @@ import dataclasses
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from tether.codec import run_place, step_place
 from tether.engine import children, failures
 from tether.engine.context import Execution, current
 from tether.engine.workflow import Outcome
@@ -147,13 +148,17 @@ class WorkflowHandle(Generic[R]):
             spec = None if name is None else self._app.workflows.get(name)
             returns = Any if spec is None else spec.returns
             what = f"the result of workflow {self._id!r}"
-            value: R = self._app.codec.decode(output, returns, what, "output")
+            where = run_place(self._id, "output")
+            value: R = self._app.codec.decode(output, returns, what, where)
             return value
+        record = None
+        if error is not None:
+            record = failures.open_error(self._app.codec, error, run_place(self._id, "error"))
         if status == Status.CANCELLED:
-            reason = None if error is None else failures.error_summary(error)[1]
+            reason = None if record is None else failures.error_summary(record)[1]
             raise WorkflowCancelledError(self._id, reason)
-        assert error is not None
-        raise WorkflowFailedError(self._id, failures.decode_error(error))
+        assert record is not None
+        raise WorkflowFailedError(self._id, failures.decode_error(record))
 
     def _timeout(self, timeout: float | None) -> ResultTimeoutError:
         return ResultTimeoutError(
@@ -164,10 +169,14 @@ class WorkflowHandle(Generic[R]):
     def _step_info(self, r: StepRecord) -> StepInfo:
         output = None
         if r.status == STEP_OK and r.output is not None:
-            output = self._app.codec.decode(r.output, Any, "a step result", f"{r.run_id}/{r.seq}")
+            where = step_place(r.run_id, r.seq, "output")
+            output = self._app.codec.decode(r.output, Any, "a step result", where)
         error_type = error_message = None
         if r.error is not None:
-            error_type, error_message, _ = failures.error_summary(r.error)
+            record = failures.open_error(
+                self._app.codec, r.error, step_place(r.run_id, r.seq, "error")
+            )
+            error_type, error_message, _ = failures.error_summary(record)
         return StepInfo(
             r.seq,
             r.name,

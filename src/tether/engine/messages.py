@@ -14,11 +14,12 @@ import datetime
 from collections.abc import Awaitable
 from typing import Any
 
+from tether.codec import Codec, event_place
 from tether.engine import checks
 from tether.engine.context import Execution, Wait
 from tether.engine.waiting import Position, execution, wait_async, wait_sync
 from tether.errors import LeaseLostError, TetherError
-from tether.store.base import StepRecord
+from tether.store.base import Reseal, StepRecord
 
 RECV = "tether.recv"
 SET_EVENT = "tether.set_event"
@@ -47,7 +48,7 @@ async def _recv(pos: Position, topic: str, deadline: float | None) -> Any:
     prior = pos.replay()
     if pos.final(prior):
         assert prior is not None
-        return _payload(ex, prior)
+        return _payload(pos, prior)
     if prior is not None:
         deadline = prior.retry_at
     got = await ex.worker.db(_take, pos, topic)
@@ -62,7 +63,7 @@ async def _recv(pos: Position, topic: str, deadline: float | None) -> Any:
         _, got = await wait_async(pos, Wait(deadline=deadline, topic=topic), ready)
     if got is None:
         got = await pos.acommit(pos.entry(b"null"))  # timed out
-    return _payload(ex, got)
+    return _payload(pos, got)
 
 
 def _recv_blocking(pos: Position, topic: str, deadline: float | None) -> Any:
@@ -70,7 +71,7 @@ def _recv_blocking(pos: Position, topic: str, deadline: float | None) -> Any:
     prior = pos.replay()
     if pos.final(prior):
         assert prior is not None
-        return _payload(ex, prior)
+        return _payload(pos, prior)
     if prior is not None:
         deadline = prior.retry_at
     got = _take(pos, topic)
@@ -85,13 +86,16 @@ def _recv_blocking(pos: Position, topic: str, deadline: float | None) -> Any:
         _, got = wait_sync(pos, Wait(deadline=deadline, topic=topic), ready)
     if got is None:
         got = pos.commit(pos.entry(b"null"))
-    return _payload(ex, got)
+    return _payload(pos, got)
 
 
 def _take(pos: Position, topic: str) -> StepRecord | None:
     """Take the oldest message on `topic` into this position's journal entry, if one is there."""
     ex = pos.ex
-    got = ex.worker.store.consume_message(ex.lease, pos.seq, RECV, topic, ex.worker.clock.now())
+    now = ex.worker.clock.now()
+    got = ex.worker.store.consume_message(
+        ex.lease, pos.seq, RECV, topic, now, resealer(ex.worker.codec)
+    )
     if isinstance(got, LeaseLostError):
         raise ex.fail(got)
     return got
@@ -124,7 +128,8 @@ def _event_record(pos: Position, key: str, value: Any) -> tuple[StepRecord | Non
     if pos.final(pos.replay()):
         return None, b""
     ex = pos.ex
-    payload = ex.worker.codec.encode(value, f"event {key!r} of {ex.run_id!r}", f"{ex.run_id}/{key}")
+    what = f"event {key!r} of {ex.run_id!r}"
+    payload = ex.worker.codec.encode(value, what, event_place(ex.run_id, key))
     return pos.entry(b"null"), payload
 
 
@@ -206,6 +211,12 @@ def _expired(ex: Execution, deadline: float | None) -> bool:
     return deadline is not None and ex.worker.clock.now() >= deadline
 
 
-def _payload(ex: Execution, record: StepRecord) -> Any:
-    assert record.output is not None
-    return ex.worker.codec.decode(record.output, Any, f"a message to {ex.run_id!r}", "message")
+def _payload(pos: Position, record: StepRecord) -> Any:
+    return pos.value(record, Any, f"a message to {pos.ex.run_id!r}")
+
+
+def resealer(codec: Codec) -> Reseal | None:
+    """How the store moves a payload between rows for `codec`: None if it stores JSON as is."""
+    if not codec.active:
+        return None
+    return lambda data, source, target: codec.reseal(data, "a message", source, target)

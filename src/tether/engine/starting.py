@@ -113,7 +113,7 @@ class Starter:
                 "dedup_id, priority and partition apply to queued runs: use "
                 "app.options(...).enqueue(queue, workflow, ...)"
             )
-        payload, digest = spec.encode_input(app.codec, args, kwargs)
+        payload, digest = spec.encode_input(app.codec, args, kwargs, run_id)
         queue = app._queue(options.queue)
         now = app._now()
         timeout = options.timeout if options.timeout is not None else spec.timeout
@@ -189,5 +189,10 @@ def _run_id(value: Any) -> str:
         raise WorkflowArgumentError(
             f"a workflow id must be a non-empty string of at most {MAX_ID} characters, "
             f"not {value!r}"
+        )
+    if not checks.storable(value):
+        raise WorkflowArgumentError(
+            f"a workflow id cannot hold a NUL character or a lone surrogate (databases cannot "
+            f"store them as text), not {value!r}; use printable characters"
         )
     return value

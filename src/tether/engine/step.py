@@ -26,7 +26,7 @@ import typing
 from collections.abc import Callable
 from typing import Any
 
-from tether.codec import adapter
+from tether.codec import adapter, step_place
 from tether.engine import failures
 from tether.engine.context import Execution, StepFrame, current
 from tether.engine.retry import Retry
@@ -36,6 +36,7 @@ from tether.errors import (
     NonDeterminismError,
     NotInWorkflowError,
     StepTimeoutError,
+    StoreUnavailableError,
     TetherError,
 )
 from tether.store.base import STEP_ERROR, STEP_OK, STEP_RETRY, StepRecord
@@ -114,7 +115,8 @@ class StepCall:
                 record.output, self.spec.returns, self._what, self._where
             )
         assert record.error is not None
-        raise failures.decode_error(record.error)
+        codec = self.ex.worker.codec
+        raise failures.decode_error(failures.open_error(codec, record.error, self._error_where))
 
     def wait_before_first(self) -> float:
         """Seconds still to wait for a backoff that a crash interrupted."""
@@ -166,7 +168,7 @@ class StepCall:
             self.spec.name,
             status,
             None,
-            failures.encode_error(error),
+            failures.seal_error(self.ex.worker.codec, error, self._error_where),
             self.attempts,
             self.started_at,
             now,
@@ -197,7 +199,10 @@ class StepCall:
         return f"the result of step {self.spec.name!r} (position {self.seq} of {self.ex.run_id!r})"
 
     def _where(self) -> str:
-        return f"{self.ex.run_id}/{self.seq}"
+        return step_place(self.ex.run_id, self.seq, "output")
+
+    def _error_where(self) -> str:
+        return step_place(self.ex.run_id, self.seq, "error")
 
 
 async def call_async(
@@ -249,6 +254,8 @@ async def _commit_async(call: StepCall, record: StepRecord) -> StepRecord:
         return await call.ex.worker.committer.acommit(call.ex.lease, record)
     except LeaseLostError as exc:
         raise call.lease_lost(exc) from None
+    except StoreUnavailableError as exc:
+        raise call.ex.fail(exc) from None  # the run pauses; it is not failed for this
 
 
 def call_sync(
@@ -285,6 +292,8 @@ def call_transaction(
             stored = ex.worker.transact(ex.lease, body)
         except LeaseLostError as exc:
             raise call.lease_lost(exc) from None
+        except StoreUnavailableError as exc:
+            raise ex.fail(exc) from None
         mine, result = written[0] if written else (None, None)
         return stored, mine, result
 
@@ -349,6 +358,8 @@ def _commit_sync(call: StepCall, record: StepRecord) -> StepRecord:
         return call.ex.worker.committer.commit(call.ex.lease, record)
     except LeaseLostError as exc:
         raise call.lease_lost(exc) from None
+    except StoreUnavailableError as exc:
+        raise call.ex.fail(exc) from None
 
 
 def make_wrapper(spec: StepSpec) -> Callable[..., Any]:

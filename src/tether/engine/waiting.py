@@ -19,11 +19,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
+from tether.codec import step_place
 from tether.engine.context import Abandoned, Execution, StepFrame, Wait, current
 from tether.engine.journal import retrying
-from tether.errors import LeaseLostError, NonDeterminismError, NotInWorkflowError
+from tether.errors import (
+    LeaseLostError,
+    NonDeterminismError,
+    NotInWorkflowError,
+    StoreUnavailableError,
+)
 from tether.store.base import NOT_FINAL, STEP_OK, STEP_WAIT, StepRecord
 
 T = TypeVar("T")
@@ -75,7 +81,12 @@ class Position:
     def entry(
         self, output: bytes | None, *, waiting_until: float | None = None, waiting: bool = False
     ) -> StepRecord:
-        """The entry for this position: final with `output`, or a wait in progress."""
+        """The entry for this position: final with `output` (JSON), or a wait in progress.
+
+        `output` is sealed for this position's row by the app's codecs.
+        """
+        if output is not None:
+            output = self.ex.worker.codec.reseal(output, "a journal entry", "", self.place())
         return StepRecord(
             self.ex.run_id,
             self.seq,
@@ -89,18 +100,27 @@ class Position:
             waiting_until,
         )
 
+    def place(self) -> str:
+        """The row identity of this position's output (the context its payload is sealed for)."""
+        return step_place(self.ex.run_id, self.seq, "output")
+
+    def value(self, record: StepRecord, annotation: Any, what: str) -> Any:
+        """Decode the output of the entry journaled at this position."""
+        assert record.output is not None
+        return self.ex.worker.codec.decode(record.output, annotation, what, self.place)
+
     async def acommit(self, record: StepRecord) -> StepRecord:
         """Journal `record` (async)."""
         try:
             return await self.ex.worker.committer.acommit(self.ex.lease, record)
-        except LeaseLostError as exc:
+        except (LeaseLostError, StoreUnavailableError) as exc:
             raise self.ex.fail(exc) from None
 
     def commit(self, record: StepRecord) -> StepRecord:
         """Journal `record` (blocking)."""
         try:
             return self.ex.worker.committer.commit(self.ex.lease, record)
-        except LeaseLostError as exc:
+        except (LeaseLostError, StoreUnavailableError) as exc:
             raise self.ex.fail(exc) from None
 
 

@@ -36,7 +36,7 @@ from tether.engine import failures, process, schedules
 from tether.engine.context import Abandoned, Execution
 from tether.engine.journal import Committer, retrying
 from tether.engine.queues import Queue
-from tether.engine.workflow import Outcome, WorkflowSpec, execute
+from tether.engine.workflow import Outcome, WorkflowSpec, execute, failed
 from tether.errors import (
     DeadlineExceededError,
     LeaseLostError,
@@ -45,7 +45,6 @@ from tether.errors import (
     TetherError,
 )
 from tether.settings import Settings
-from tether.status import Status
 from tether.store.base import (
     Completion,
     Connection,
@@ -59,9 +58,7 @@ from tether.store.base import (
 T = TypeVar("T")
 log = logging.getLogger("tether.worker")
 
-_DEADLINE = failures.encode_error(
-    DeadlineExceededError("the run's deadline passed; it was cancelled, with its children")
-)
+_DEADLINE = DeadlineExceededError("the run's deadline passed; it was cancelled, with its children")
 
 
 @dataclasses.dataclass
@@ -254,7 +251,7 @@ class Worker:
         outcome: Outcome | None = None
         try:
             if recoveries > self.settings.max_recoveries:
-                outcome = _poison(run_id, recoveries)
+                outcome = _poison(self.codec, run_id, recoveries)
             else:
                 if journal is None:
                     journal = await self.db(self.store.load_steps, run_id)
@@ -274,11 +271,12 @@ class Worker:
             log.debug("run %s left to the store: %s", run_id, type(exc).__name__)
             outcome = None
         except StoreUnavailableError as exc:
-            log.warning(
-                "run %s paused, the database is unavailable (%s); resumes here", run_id, exc
-            )
+            # A checkpoint or the completion could not be written (a full disk, a database
+            # down past the retry timeout): nothing partial was, the run is not failed for it.
+            # It starts again here from its journal a little later, under the same lease.
+            log.error("run %s paused, the database refused a write: %s", run_id, exc)
             outcome = None
-            self._resume_later(spec, lease, payload, recoveries)
+            self._relaunch_later(spec, lease, payload, recoveries)
         except TetherError as exc:
             log.error("run %s could not be completed: %s", run_id, exc)
             outcome = None
@@ -301,19 +299,34 @@ class Worker:
         except TetherError as exc:
             log.info("run %s not released (%s); it is resumed after this worker stops", run_id, exc)
 
-    def _resume_later(self, spec: WorkflowSpec, lease: Lease, payload: bytes, n: int) -> None:
-        """Resume a run this worker still owns from its journal after a pause.
+    def _relaunch_later(
+        self, spec: WorkflowSpec, lease: Lease, payload: bytes, recoveries: int
+    ) -> None:
+        """Start a paused run again from its journal, here, once the database takes writes.
 
-        Not if the worker may have lost it meanwhile (fenced, or it took a new identity since):
-        then its next owner resumes it.
+        Only while this worker still holds its lease: not once it is fenced or took a new
+        identity, nor if another worker claimed the run meanwhile (its next owner resumes it).
         """
 
-        def resume() -> None:
-            mine = lease.worker_id == self.id and not self.fenced()
+        async def again() -> None:
+            await asyncio.sleep(min(self.settings.lease_ttl / 2, 5.0))
+            try:
+                row = await self.db(self.store.get_run, lease.run_id)
+            except TetherError:
+                self._relaunch_later(spec, lease, payload, recoveries)  # still unavailable
+                return
+            mine = (
+                row is not None
+                and row.status == "RUNNING"
+                and row.epoch == lease.epoch
+                and lease.worker_id == self.id
+                and not self.fenced()
+            )
             if mine and lease.run_id not in self.running:
-                self.launch(spec, lease, payload, n, None)
+                self.launch(spec, lease, payload, recoveries, None)
 
-        asyncio.get_running_loop().call_later(self.settings.poll_interval, resume)
+        self._loops = [t for t in self._loops if not t.done()]
+        self._loops.append(asyncio.create_task(again(), name=f"tether-relaunch-{lease.run_id}"))
 
     def _finished(self, run_id: str, outcome: Outcome | None) -> None:
         entry = self.running.get(run_id)
@@ -330,9 +343,9 @@ class Worker:
 
     async def _execute(self, ex: Execution, payload: bytes) -> Outcome:
         try:
-            args, kwargs = ex.spec.decode_input(self.codec, payload)
+            args, kwargs = ex.spec.decode_input(self.codec, payload, ex.run_id)
         except TetherError as exc:
-            return Status.FAILED, None, failures.encode_error(exc)
+            return failed(self.codec, ex.run_id, exc)
         return await execute(ex, args, kwargs)
 
     def transact(self, lease: Lease, body: Callable[[Connection], StepRecord]) -> StepRecord:
@@ -485,7 +498,9 @@ class Worker:
 
     async def _upkeep(self) -> None:
         """Cancel runs past their deadline; start due schedule ticks."""
-        expired = await self.db(self.store.expire_runs, _DEADLINE, self.clock.now())
+        expired = await self.db(
+            self.store.expire_runs, failures.reason(self.codec, _DEADLINE), self.clock.now()
+        )
         if expired:
             log.info("runs %s passed their deadline and were cancelled", expired)
             self.cancel_local(expired)
@@ -576,13 +591,13 @@ class Worker:
         )
 
 
-def _poison(run_id: str, recoveries: int) -> Outcome:
+def _poison(codec: Codec, run_id: str, recoveries: int) -> Outcome:
     error = RecoveryLimitError(
         f"run {run_id!r} was resumed {recoveries} times after its worker died; it was failed "
         "so that it stops taking workers down. Look at its last step in `tether workflows "
         "show`, fix the cause, then start it again under a new id"
     )
-    return Status.FAILED, None, failures.encode_error(error)
+    return failed(codec, run_id, error)
 
 
 def _leaving(ex: Execution | None) -> bool:

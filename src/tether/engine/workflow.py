@@ -17,7 +17,7 @@ import typing
 from collections.abc import Callable
 from typing import Any
 
-from tether.codec import Codec, adapter
+from tether.codec import Codec, adapter, run_place
 from tether.engine import failures
 from tether.engine.context import Execution, current
 from tether.errors import (
@@ -25,6 +25,7 @@ from tether.errors import (
     LeaseLostError,
     NonDeterminismError,
     SerializationError,
+    StoreUnavailableError,
     WorkflowArgumentError,
 )
 from tether.status import Status
@@ -76,7 +77,7 @@ class WorkflowSpec:
         return self.hints.get("return", Any)
 
     def encode_input(
-        self, codec: Codec, args: tuple[Any, ...], kwargs: dict[str, Any]
+        self, codec: Codec, args: tuple[Any, ...], kwargs: dict[str, Any], run_id: str
     ) -> tuple[bytes, str]:
         """Check the arguments against the signature and encode them: (payload, input hash).
 
@@ -100,12 +101,15 @@ class WorkflowSpec:
                 codec.to_json(value, f"argument {name!r} of workflow {self.name!r}")
             raise
         digest = hashlib.sha256(data).hexdigest()
-        return codec.seal(data, f"the input of workflow {self.name!r}", "input"), digest
+        where = run_place(run_id, "input")
+        return codec.seal(data, f"the input of workflow {self.name!r}", where), digest
 
-    def decode_input(self, codec: Codec, payload: bytes) -> tuple[tuple[Any, ...], dict[str, Any]]:
-        """Decode a stored input into the arguments to call the function with."""
+    def decode_input(
+        self, codec: Codec, payload: bytes, run_id: str
+    ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """Decode run `run_id`'s stored input into the arguments to call the function with."""
         what = f"the input of workflow {self.name!r}"
-        raw = json.loads(codec.open(payload, what, "input"))
+        raw = json.loads(codec.open(payload, what, run_place(run_id, "input")))
         params = list(self.signature.parameters.values())
         positional = [p for p in params if p.kind in _POSITIONAL]
         var_args = next((p for p in params if p.kind == inspect.Parameter.VAR_POSITIONAL), None)
@@ -165,15 +169,22 @@ async def execute(ex: Execution, args: tuple[Any, ...], kwargs: dict[str, Any]) 
         error = NonDeterminismError(
             ex.run_id, first, ex.journal[first].name, "no step (the workflow returned first)"
         )
-    if isinstance(error, LeaseLostError):
-        raise error
+    if isinstance(error, LeaseLostError | StoreUnavailableError):
+        raise error  # the run is not this execution's to end: lost, or its writes refused
+    codec = ex.worker.codec
     if error is not None:
-        return Status.FAILED, None, failures.encode_error(error)
+        return failed(codec, ex.run_id, error)
     try:
-        output = ex.worker.codec.encode(value, f"the result of workflow {spec.name!r}", "output")
+        where = run_place(ex.run_id, "output")
+        output = codec.encode(value, f"the result of workflow {spec.name!r}", where)
     except SerializationError as exc:
-        return Status.FAILED, None, failures.encode_error(exc)
+        return failed(codec, ex.run_id, exc)
     return Status.SUCCEEDED, output, None
+
+
+def failed(codec: Codec, run_id: str, error: BaseException) -> Outcome:
+    """The outcome of run `run_id` failed with `error`, its record sealed for the run's row."""
+    return Status.FAILED, None, failures.seal_error(codec, error, run_place(run_id, "error"))
 
 
 def _run_sync(ex: Execution, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

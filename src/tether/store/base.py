@@ -21,13 +21,16 @@ workers: there the caller's `now` is used for leases too.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol
 
+from tether.codec import run_place, step_place
 from tether.errors import (
+    BackupError,
     CorruptRowError,
     DeduplicatedError,
     LeaseLostError,
+    StoreError,
     WorkflowConflictError,
 )
 
@@ -349,6 +352,17 @@ class ServiceAdmission:
     wait: float | None = None
 
 
+Reseal = Callable[[bytes, str, str], bytes]
+"""Moves a stored payload to another row: `(payload, from_place, to_place) -> payload`.
+
+Places are the row identities of `tether.codec` (`run_place`, `step_place`,
+`message_place` ...); an encrypting codec binds them, so a payload copied by the store into
+another row (a message taken into the journal, a forked journal) is re-sealed for it."""
+
+Reason = bytes | Callable[[str], bytes] | None
+"""The error recorded for runs that a cancellation ends: the same bytes for all, or built per
+run id (so that each run's error is sealed for that run's row)."""
+
 Connection = Any
 """The database connection handed to a transactional step: `sqlite3.Connection` or
 `psycopg.Connection`, inside the transaction that will also record the step."""
@@ -494,12 +508,19 @@ class Store(Protocol):
         ...
 
     def consume_message(
-        self, lease: Lease, seq: int, name: str, topic: str, now: float
+        self,
+        lease: Lease,
+        seq: int,
+        name: str,
+        topic: str,
+        now: float,
+        reseal: Reseal | None = None,
     ) -> StepRecord | LeaseLostError | None:
         """Take the oldest unread message on `topic` and journal it at `seq`, in one transaction.
 
-        The entry's output is the message's payload. Returns None if no message waits; the
-        final entry already at `seq` (consuming nothing) if there is one.
+        The entry's output is the message's payload, passed through `reseal` (from the
+        message's `message_place` to the entry's `step_place`) when given. Returns None if no
+        message waits; the final entry already at `seq` (consuming nothing) if there is one.
         """
         ...
 
@@ -518,7 +539,7 @@ class Store(Protocol):
 
     # -- control ------------------------------------------------------------------------------
 
-    def cancel_run(self, run_id: str, reason: bytes | None, now: float) -> list[str]:
+    def cancel_run(self, run_id: str, reason: Reason, now: float) -> list[str]:
         """Cancel the run and its unfinished descendants; return the ids cancelled.
 
         Runs that had ended are left as they are. `reason` is recorded as their error.
@@ -540,11 +561,14 @@ class Store(Protocol):
         """
         ...
 
-    def fork_run(self, run_id: str, new_id: str, from_seq: int, now: float) -> RunRow:
+    def fork_run(
+        self, run_id: str, new_id: str, from_seq: int, now: float, reseal: Reseal | None = None
+    ) -> RunRow:
         """Create run `new_id`, PENDING, from run `run_id`'s workflow, input and early journal.
 
         The new run gets a copy of the final journal entries at positions below `from_seq`;
-        it replays them and runs the rest anew.
+        it replays them and runs the rest anew. With `reseal`, every copied payload (input,
+        entries' outputs and errors) is re-sealed for its new row.
 
         Raises:
             WorkflowNotFoundError: no run `run_id`.
@@ -552,7 +576,7 @@ class Store(Protocol):
         """
         ...
 
-    def expire_runs(self, reason: bytes, now: float) -> list[str]:
+    def expire_runs(self, reason: Reason, now: float) -> list[str]:
         """Cancel the unfinished runs whose deadline has passed, and their descendants."""
         ...
 
@@ -630,6 +654,38 @@ class Store(Protocol):
         """
         ...
 
+    # -- backup and restore -------------------------------------------------------------------
+
+    def backup(self, sink: Callable[[str, tuple[Any, ...]], None]) -> int:
+        """Hand every row of every tether table to `sink(table, values)`; return the schema version.
+
+        All rows are read in one read transaction, so they are one consistent snapshot of the
+        whole workflow state while workers go on writing. Tables come in `BACKUP_TABLES`
+        order, rows in primary-key order, values in the table's `BACKUP_TABLES` column order:
+        text, integers, floats (times as Unix seconds), bytes (payloads, as stored) or None.
+        """
+        ...
+
+    def restore(
+        self,
+        columns: Mapping[str, Sequence[str]],
+        rows: Iterable[tuple[str, Sequence[Any]]],
+        *,
+        replace: bool = False,
+    ) -> dict[str, int]:
+        """Insert backed-up `rows` (values in the order of `columns[table]`) in one transaction.
+
+        The schema is migrated first. All or nothing: if anything fails (a bad row, an error
+        raised by the `rows` iterator) nothing is written. Returns the rows restored per table.
+
+        Raises:
+            StoreError: the database already holds tether data and `replace` is False
+                (with `replace`, everything in tether's tables is deleted first, in the
+                same transaction).
+            BackupError: a table or column this schema does not have.
+        """
+        ...
+
     # -- blobs --------------------------------------------------------------------------------
 
     def put_blobs(self, items: Sequence[tuple[str, bytes]]) -> int:
@@ -638,19 +694,15 @@ class Store(Protocol):
         The hash names the content (the caller computes it): a hash already stored is skipped
         and its bytes are never rewritten, so concurrent writers of the same content agree.
         """
-        ...
 
     def missing_blobs(self, hashes: Sequence[str]) -> list[str]:
         """Return the hashes among `hashes` that are not stored, once each, in their order."""
-        ...
 
     def get_blobs(self, hashes: Sequence[str]) -> dict[str, bytes]:
         """Return the stored bytes of each of `hashes` that is stored; missing ones are absent."""
-        ...
 
     def blob_stats(self) -> tuple[int, int]:
         """Return (how many blobs are stored, their total size in bytes)."""
-        ...
 
     # -- audit chains -------------------------------------------------------------------------
 
@@ -666,11 +718,9 @@ class Store(Protocol):
             CorruptRowError: a record conflicts with the stored one at its position, or does
                 not link to the head; nothing is written.
         """
-        ...
 
     def load_audit(self, chain_id: str) -> tuple[list[AuditRow], AuditHead | None]:
         """Return a chain's records in seq order, and its head (None for an unknown chain)."""
-        ...
 
     def list_audit_heads(self, prefix: str = "", limit: int = 1000) -> list[AuditHead]:
         """Return the heads of chains whose id starts with `prefix`, newest first."""
@@ -697,7 +747,6 @@ class Store(Protocol):
         returns that admission again and reserves nothing more. The service's row is created
         on first use, and keeps `call.limits` for display.
         """
-        ...
 
     def finish_service_call(
         self,
@@ -718,16 +767,90 @@ class Store(Protocol):
         its admission (the provider received it somewhere in between). Recording the same
         call's outcome twice changes nothing the second time.
         """
-        ...
 
     def list_services(
         self, names: Sequence[str] = (), now: float | None = None
     ) -> list[ServiceRow]:
         """Return the services named (every known one if none is), sorted by name."""
-        ...
 
 
 # Shared by the implementations.
+
+
+BACKUP_TABLES: dict[str, tuple[str, ...]] = {
+    "runs": (
+        "id", "name", "version", "status", "input", "input_hash", "output", "error", "owner",
+        "epoch", "recoveries", "parent_id", "created_at", "updated_at", "finished_at", "queue",
+        "priority", "partition_key", "dedup_id", "wake_at", "started_at", "deadline_at",
+    ),
+    "steps": (
+        "run_id", "seq", "name", "status", "output", "error", "attempts", "started_at",
+        "ended_at", "retry_at",
+    ),
+    "workers": (
+        "id", "host", "boot_id", "pid", "pid_start", "started_at", "heartbeat_at", "stopped_at",
+    ),
+    "messages": ("id", "run_id", "topic", "payload", "key", "created_at", "consumed_at"),
+    "events": ("run_id", "key", "value", "updated_at"),
+    "waiters": ("target_id", "waiter_id"),
+    "schedules": ("name", "last_tick"),
+    "audit": ("chain_id", "seq", "kind", "body", "prev_hash", "hash", "created_at"),
+    "audit_heads": ("chain_id", "seq", "hash", "updated_at"),
+    "blobs": ("hash", "data", "size"),
+}  # fmt: skip
+"""Every tether table and its columns, as backups hold them (the schema, less its version).
+
+Service breakers and rate windows (`services`, `service_calls`) are left out: they describe
+the providers' health in the last minutes, not the workflows, and start afresh after a restore.
+"""
+
+BACKUP_KEYS: dict[str, str] = {
+    "runs": "id",
+    "steps": "run_id, seq",
+    "workers": "id",
+    "messages": "id",
+    "events": "run_id, key",
+    "waiters": "target_id, waiter_id",
+    "schedules": "name",
+    "audit": "chain_id, seq",
+    "audit_heads": "chain_id",
+    "blobs": "hash",
+}
+"""Each table's primary key: the order rows are backed up in."""
+
+TIME_COLUMNS = frozenset(
+    {
+        "created_at", "updated_at", "finished_at", "wake_at", "started_at", "deadline_at",
+        "ended_at", "retry_at", "heartbeat_at", "stopped_at", "consumed_at", "last_tick",
+    }
+)  # fmt: skip
+"""Columns holding times: Unix seconds in backups, `timestamptz` in PostgreSQL."""
+
+
+def check_backup_columns(columns: Mapping[str, Sequence[str]]) -> None:
+    """Raise `BackupError` unless every table and column named is one of this schema's."""
+    for table, names in columns.items():
+        known = BACKUP_TABLES.get(table)
+        if known is None:
+            raise BackupError(
+                f"the backup holds table {table!r}, which this tether does not have; restore "
+                "it with the tether version that wrote it (or a newer one)"
+            )
+        unknown = [n for n in names if n not in known]
+        if unknown:
+            raise BackupError(
+                f"the backup's table {table!r} has columns {unknown} that this tether does not "
+                "have; restore it with the tether version that wrote it (or a newer one)"
+            )
+
+
+def not_empty(counts: Mapping[str, int]) -> StoreError:
+    """The error for a restore into a database that holds tether data."""
+    held = ", ".join(f"{n} {t}" for t, n in counts.items() if n)
+    return StoreError(
+        f"the target database already holds tether data ({held}); restore into an empty "
+        "database, or pass --replace (tether restore) / replace=True to delete it first"
+    )
 
 
 def workflow_keys(names: Sequence[str | WorkflowKey]) -> list[WorkflowKey]:
@@ -804,3 +927,30 @@ def audit_appends(
         inserts[row.chain_id, row.seq] = row
         heads[row.chain_id] = (row.seq, row.hash)
     return list(inserts.values())
+
+
+def reason_for(reason: Reason, run_id: str) -> bytes | None:
+    """The error to record for run `run_id` ended by a cancellation with `reason`."""
+    return reason(run_id) if callable(reason) else reason
+
+
+def resealed_fork(
+    reseal: Reseal,
+    old: str,
+    new: str,
+    input_: bytes,
+    steps: Sequence[tuple[int, bytes | None, bytes | None]],
+) -> tuple[bytes, list[tuple[bytes | None, bytes | None, int]]]:
+    """A forked run's input and copied entries `(seq, output, error)`, re-sealed for `new`.
+
+    Returns the new input and `(output, error, seq)` per entry, ready for an UPDATE.
+    """
+    moved = reseal(input_, run_place(old, "input"), run_place(new, "input"))
+    entries = []
+    for seq, output, error in steps:
+        if output is not None:
+            output = reseal(output, step_place(old, seq, "output"), step_place(new, seq, "output"))
+        if error is not None:
+            error = reseal(error, step_place(old, seq, "error"), step_place(new, seq, "error"))
+        entries.append((output, error, seq))
+    return moved, entries

@@ -44,6 +44,7 @@ from tether.errors import (
     DeduplicatedError,
     LeaseLostError,
     StoreError,
+    StoreFullError,
     StoreUnavailableError,
     WorkflowConflictError,
 )
@@ -68,6 +69,7 @@ from tether.store.base import (
     workflow_keys,
 )
 from tether.store.postgres_audit import PostgresAudit
+from tether.store.postgres_backup import PostgresBackup
 from tether.store.postgres_blobs import PostgresBlobs
 from tether.store.postgres_coordination import (
     PostgresCoordination,
@@ -102,7 +104,9 @@ _Created = tuple[RunRow, bool] | WorkflowConflictError | DeduplicatedError
 _CREATE_TRIES = 5
 
 
-class PostgresStore(PostgresCoordination, PostgresAudit, PostgresServices, PostgresBlobs):
+class PostgresStore(
+    PostgresBackup, PostgresCoordination, PostgresAudit, PostgresServices, PostgresBlobs
+):
     """A `Store` in a schema of a PostgreSQL database.
 
     Args:
@@ -149,6 +153,12 @@ class PostgresStore(PostgresCoordination, PostgresAudit, PostgresServices, Postg
         """Turn driver errors into tether's, saying what was being done and what to do."""
         try:
             yield
+        except psycopg.errors.DiskFull as exc:
+            raise StoreFullError(
+                f"{self._failed(what, exc)}; the database server's disk is full "
+                "and wrote nothing: free space on it, tether retries and runs resume from their "
+                "last recorded step"
+            ) from exc
         except psycopg.errors.TransactionRollback as exc:  # a deadlock or serialization failure
             raise StoreUnavailableError(
                 f"{self._failed(what, exc)}; it collided with a concurrent transaction and was "

@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 
 import psycopg
 
+from tether.codec import message_place, step_place
 from tether.errors import (
     LeaseLostError,
     WorkflowConflictError,
@@ -43,11 +44,15 @@ from tether.store.base import (
     Lease,
     NewMessage,
     QueueLimits,
+    Reason,
+    Reseal,
     RunRow,
     StepRecord,
     WorkflowKey,
     completion_refused,
     lease_lost,
+    reason_for,
+    resealed_fork,
 )
 from tether.store.postgres_sql import (
     Statements,
@@ -143,7 +148,13 @@ class PostgresCoordination:
         return self._pooled("send a message", txn, transaction=True)
 
     def consume_message(
-        self, lease: Lease, seq: int, name: str, topic: str, now: float
+        self,
+        lease: Lease,
+        seq: int,
+        name: str,
+        topic: str,
+        now: float,
+        reseal: Reseal | None = None,
     ) -> StepRecord | LeaseLostError | None:
         """Take the oldest unread message on `topic` and journal it at `seq`."""
         sql = self._sql
@@ -156,7 +167,11 @@ class PostgresCoordination:
             if message is None:
                 return None
             started = existing[7] if existing is not None else now
-            record = StepRecord(lease.run_id, seq, name, STEP_OK, message[1], None, 1, started, now)
+            payload = bytes(message[1])
+            if reseal is not None:
+                source = message_place(lease.run_id, topic, message[2])
+                payload = reseal(payload, source, step_place(lease.run_id, seq, "output"))
+            record = StepRecord(lease.run_id, seq, name, STEP_OK, payload, None, 1, started, now)
             [outcome] = self._record(conn, [(lease, record)])
             if outcome is not record:
                 raise _Rollback(outcome)  # the message stays unread
@@ -189,7 +204,7 @@ class PostgresCoordination:
 
     # -- control ----------------------------------------------------------------------------
 
-    def cancel_run(self, run_id: str, reason: bytes | None, now: float) -> list[str]:
+    def cancel_run(self, run_id: str, reason: Reason, now: float) -> list[str]:
         """Cancel the run and its unfinished descendants."""
 
         def txn(conn: _Conn) -> list[str]:
@@ -199,7 +214,7 @@ class PostgresCoordination:
 
         return self._pooled("cancel a run", txn, transaction=True)
 
-    def expire_runs(self, reason: bytes, now: float) -> list[str]:
+    def expire_runs(self, reason: Reason, now: float) -> list[str]:
         """Cancel the unfinished runs whose deadline has passed, and their descendants."""
 
         def txn(conn: _Conn) -> list[str]:
@@ -208,9 +223,13 @@ class PostgresCoordination:
 
         return self._pooled("expire runs", txn, transaction=True)
 
-    def _cancel(self, conn: _Conn, roots: list[str], reason: bytes | None, now: float) -> list[str]:
-        params = {"roots": roots, "reason": reason, "now": now}
+    def _cancel(self, conn: _Conn, roots: list[str], reason: Reason, now: float) -> list[str]:
+        params = {"roots": roots, "reason": None if callable(reason) else reason, "now": now}
         cancelled = sorted(r[0] for r in conn.execute(self._sql.CANCEL_TREES, params))
+        if callable(reason) and cancelled:
+            with conn.cursor() as cur:
+                errors = [(reason_for(reason, r), r) for r in cancelled]
+                cur.executemany(self._sql.SET_RUN_ERROR, errors)
         if cancelled:
             self._wake(conn, cancelled, [now] * len(cancelled))
         return cancelled
@@ -228,7 +247,9 @@ class PostgresCoordination:
 
         return self._pooled("resume a run", txn, transaction=True)
 
-    def fork_run(self, run_id: str, new_id: str, from_seq: int, now: float) -> RunRow:
+    def fork_run(
+        self, run_id: str, new_id: str, from_seq: int, now: float, reseal: Reseal | None = None
+    ) -> RunRow:
         """Create `new_id` from `run_id`'s workflow, input and journal below `from_seq`."""
         sql = self._sql
 
@@ -239,9 +260,24 @@ class PostgresCoordination:
             if conn.execute(sql.FORK_RUN, params).rowcount == 0:
                 raise WorkflowConflictError(new_id, "that id already (fork under a new id)")
             conn.execute(sql.FORK_STEPS, (new_id, run_id, from_seq))
+            if reseal is not None:
+                self._reseal_fork(conn, reseal, run_id, new_id)
             return run_row(conn.execute(sql.SELECT_RUN, (new_id,), binary=True).fetchone())
 
         return self._pooled("fork a run", txn, transaction=True)
+
+    def _reseal_fork(self, conn: _Conn, reseal: Reseal, old: str, new: str) -> None:
+        sql = self._sql
+        (input_,) = conn.execute(sql.SELECT_INPUT, (new,)).fetchone() or (b"",)
+        steps = [
+            (s, None if o is None else bytes(o), None if e is None else bytes(e))
+            for s, o, e in conn.execute(sql.SELECT_PAYLOADS, (new,))
+        ]
+        moved, entries = resealed_fork(reseal, old, new, bytes(input_), steps)
+        conn.execute(sql.SET_INPUT, (moved, new))
+        if entries:
+            with conn.cursor() as cur:
+                cur.executemany(sql.SET_PAYLOADS, [(o, e, new, seq) for o, e, seq in entries])
 
     def run_statuses(self, run_ids: Sequence[str]) -> dict[str, str]:
         """Return the status of each of these runs that exists."""

@@ -323,7 +323,7 @@ class Statements:
     """
     # SKIP LOCKED: concurrent takers never take the same message.
     TAKE_MESSAGE = """
-    SELECT id, payload FROM {s}.messages
+    SELECT id, payload, key FROM {s}.messages
     WHERE run_id = %s AND topic = %s AND consumed_at IS NULL
     ORDER BY id LIMIT 1
     FOR UPDATE SKIP LOCKED
@@ -335,6 +335,11 @@ class Statements:
     ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at
     """
     SELECT_EVENT = "SELECT value FROM {s}.events WHERE run_id = %s AND key = %s"
+    SET_RUN_ERROR = "UPDATE {s}.runs SET error = %s WHERE id = %s"
+    SELECT_INPUT = "SELECT input FROM {s}.runs WHERE id = %s"
+    SET_INPUT = "UPDATE {s}.runs SET input = %s WHERE id = %s"
+    SELECT_PAYLOADS = "SELECT seq, output, error FROM {s}.steps WHERE run_id = %s"
+    SET_PAYLOADS = "UPDATE {s}.steps SET output = %s, error = %s WHERE run_id = %s AND seq = %s"
 
     # -- schedules ----------------------------------------------------------------------------
 

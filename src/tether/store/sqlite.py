@@ -26,6 +26,7 @@ from tether.errors import (
     DeduplicatedError,
     LeaseLostError,
     StoreError,
+    StoreFullError,
     StoreUnavailableError,
     WorkflowConflictError,
 )
@@ -48,6 +49,7 @@ from tether.store.base import (
     workflow_keys,
 )
 from tether.store.sqlite_audit import SqliteAudit
+from tether.store.sqlite_backup import SqliteBackup
 from tether.store.sqlite_blobs import SqliteBlobs
 from tether.store.sqlite_coordination import (
     SqliteCoordination,
@@ -68,6 +70,12 @@ _UNAVAILABLE = ("locked", "busy", "disk i/o", "full", "unable to open", "readonl
 def _translate(exc: sqlite3.Error, what: str) -> StoreError:
     """Turn a sqlite3 error into tether's, saying what was being done."""
     text = str(exc)
+    if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in text:
+        return StoreFullError(
+            f"SQLite could not {what}: the disk holding the database is full ({text}); "
+            "nothing was written. Free space on that disk (or move the database to a larger "
+            "one): tether retries, and runs resume from their last recorded step"
+        )
     if isinstance(exc, sqlite3.OperationalError) and any(w in text.lower() for w in _UNAVAILABLE):
         return StoreUnavailableError(
             f"SQLite could not {what}: {text}; tether retries transient failures, check "
@@ -89,7 +97,7 @@ def _translated(what: str) -> Iterator[None]:
         raise _translate(exc, what) from exc
 
 
-class SqliteStore(SqliteCoordination, SqliteAudit, SqliteServices, SqliteBlobs):
+class SqliteStore(SqliteBackup, SqliteCoordination, SqliteAudit, SqliteServices, SqliteBlobs):
     """A `Store` on a SQLite file.
 
     Args:
@@ -150,6 +158,10 @@ class SqliteStore(SqliteCoordination, SqliteAudit, SqliteServices, SqliteBlobs):
                     conn.execute("ROLLBACK")
                 raise
             return result
+
+    def _translated_call(self, what: str, fn: Callable[[], T]) -> T:
+        with _translated(what):
+            return fn()
 
     def close(self) -> None:
         """Close both connections."""

@@ -19,6 +19,7 @@ import sqlite3
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from tether.codec import message_place, step_place
 from tether.errors import (
     CorruptRowError,
     LeaseLostError,
@@ -35,10 +36,14 @@ from tether.store.base import (
     Lease,
     NewMessage,
     QueueLimits,
+    Reason,
+    Reseal,
     RunRow,
     StepRecord,
     completion_refused,
     lease_lost,
+    reason_for,
+    resealed_fork,
 )
 
 T = TypeVar("T")
@@ -114,7 +119,13 @@ class SqliteCoordination:
         return self._write("send a message", txn)
 
     def consume_message(
-        self, lease: Lease, seq: int, name: str, topic: str, now: float
+        self,
+        lease: Lease,
+        seq: int,
+        name: str,
+        topic: str,
+        now: float,
+        reseal: Reseal | None = None,
     ) -> StepRecord | LeaseLostError | None:
         """Take the oldest unread message on `topic` and journal it at `seq`."""
 
@@ -126,7 +137,11 @@ class SqliteCoordination:
             if message is None:
                 return None
             started = existing[7] if existing is not None else now
-            record = StepRecord(lease.run_id, seq, name, STEP_OK, message[1], None, 1, started, now)
+            payload = bytes(message[1])
+            if reseal is not None:
+                source = message_place(lease.run_id, topic, message[2])
+                payload = reseal(payload, source, step_place(lease.run_id, seq, "output"))
+            record = StepRecord(lease.run_id, seq, name, STEP_OK, payload, None, 1, started, now)
             outcome = _record(conn, lease, record)
             if outcome is not record:
                 raise _Rollback(outcome)
@@ -160,7 +175,7 @@ class SqliteCoordination:
 
     # -- control ----------------------------------------------------------------------------
 
-    def cancel_run(self, run_id: str, reason: bytes | None, now: float) -> list[str]:
+    def cancel_run(self, run_id: str, reason: Reason, now: float) -> list[str]:
         """Cancel the run and its unfinished descendants."""
 
         def txn(conn: sqlite3.Connection) -> list[str]:
@@ -170,7 +185,7 @@ class SqliteCoordination:
 
         return self._write("cancel a run", txn)
 
-    def expire_runs(self, reason: bytes, now: float) -> list[str]:
+    def expire_runs(self, reason: Reason, now: float) -> list[str]:
         """Cancel the unfinished runs whose deadline has passed, and their descendants."""
 
         def txn(conn: sqlite3.Connection) -> list[str]:
@@ -192,7 +207,9 @@ class SqliteCoordination:
 
         return self._write("resume a run", txn)
 
-    def fork_run(self, run_id: str, new_id: str, from_seq: int, now: float) -> RunRow:
+    def fork_run(
+        self, run_id: str, new_id: str, from_seq: int, now: float, reseal: Reseal | None = None
+    ) -> RunRow:
         """Create `new_id` from `run_id`'s workflow, input and journal below `from_seq`."""
 
         def txn(conn: sqlite3.Connection) -> RunRow:
@@ -201,6 +218,8 @@ class SqliteCoordination:
             if conn.execute(sql.FORK_RUN, (new_id, now, now, run_id)).rowcount == 0:
                 raise WorkflowConflictError(new_id, "that id already (fork under a new id)")
             conn.execute(sql.FORK_STEPS, (new_id, run_id, from_seq))
+            if reseal is not None:
+                _reseal_fork(conn, reseal, run_id, new_id)
             return _run_row(conn.execute(sql.SELECT_RUN, (new_id,)).fetchone())
 
         return self._write("fork a run", txn)
@@ -260,14 +279,28 @@ def _wake_waiters(conn: sqlite3.Connection, ended: list[str], now: float) -> Non
     conn.execute(sql.FORGET_WAITERS, (targets,))
 
 
+def _reseal_fork(conn: sqlite3.Connection, reseal: Reseal, old: str, new: str) -> None:
+    (input_,) = conn.execute(sql.SELECT_INPUT, (new,)).fetchone()
+    steps = [(s, _opt(o), _opt(e)) for s, o, e in conn.execute(sql.SELECT_PAYLOADS, (new,))]
+    moved, entries = resealed_fork(reseal, old, new, bytes(input_), steps)
+    conn.execute(sql.SET_INPUT, (moved, new))
+    conn.executemany(sql.SET_PAYLOADS, [(o, e, new, seq) for o, e, seq in entries])
+
+
+def _opt(value: Any) -> bytes | None:
+    return None if value is None else bytes(value)
+
+
 def _cancel_trees(
-    conn: sqlite3.Connection, roots: list[str], reason: bytes | None, now: float
+    conn: sqlite3.Connection, roots: list[str], reason: Reason, now: float
 ) -> list[str]:
     tree: list[str] = []
     for root in roots:
         tree += [r[0] for r in conn.execute(sql.RUN_TREE, (root,)).fetchall()]
-    params = (reason, now, now, _json_list(tree))
+    params = (None if callable(reason) else reason, now, now, _json_list(tree))
     cancelled = [r[0] for r in conn.execute(sql.CANCEL_RUNS, params).fetchall()]
+    if callable(reason):
+        conn.executemany(sql.SET_RUN_ERROR, [(reason_for(reason, r), r) for r in cancelled])
     if cancelled:
         _wake_waiters(conn, cancelled, now)
     return sorted(cancelled)

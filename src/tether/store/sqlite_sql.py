@@ -123,7 +123,7 @@ ON CONFLICT (run_id, key) WHERE key IS NOT NULL DO NOTHING
 """
 WAKE_RUN = "UPDATE runs SET wake_at = ?, updated_at = ? WHERE id = ? AND status = 'WAITING'"
 OLDEST_MESSAGE = """
-SELECT id, payload FROM messages WHERE run_id = ? AND topic = ? AND consumed_at IS NULL
+SELECT id, payload, key FROM messages WHERE run_id = ? AND topic = ? AND consumed_at IS NULL
 ORDER BY id LIMIT 1
 """
 CONSUME = "UPDATE messages SET consumed_at = ? WHERE id = ?"
@@ -213,6 +213,11 @@ STOP_WORKERS = """
 UPDATE workers SET stopped_at = ?
 WHERE id IN (SELECT value FROM json_each(?)) AND stopped_at IS NULL
 """
+SET_RUN_ERROR = "UPDATE runs SET error = ? WHERE id = ?"
+SELECT_INPUT = "SELECT input FROM runs WHERE id = ?"
+SET_INPUT = "UPDATE runs SET input = ? WHERE id = ?"
+SELECT_PAYLOADS = "SELECT seq, output, error FROM steps WHERE run_id = ?"
+SET_PAYLOADS = "UPDATE steps SET output = ?, error = ? WHERE run_id = ? AND seq = ?"
 
 # -- services ---------------------------------------------------------------------------------
 
