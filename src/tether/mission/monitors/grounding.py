@@ -3,12 +3,20 @@
 An agent that cites a figure no tool returned, a ticket id nobody looked up or a URL it never
 fetched is reporting a result it does not have. The task messages and the mission's inputs
 count as sources too: quoting the question is not a hallucination.
+
+A number an agent worked out is grounded too when one step of arithmetic over the sources
+gives it: a total within one source (the sum of consecutive numbers in it, or of a column of
+its lines), or the sum, difference,
+product, ratio or percentage of two source numbers (of two digits or more, to the precision
+the answer writes). Anything further (a chain of computations) is reported: the agent can
+write its working into a tool call (a file, a note) and cite that.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+import itertools
+from collections.abc import Iterable, Sequence
 from typing import ClassVar
 
 from tether.codec import canonical_json
@@ -36,6 +44,54 @@ def claims(answer: str) -> list[str]:
     return list(dict.fromkeys(urls + idents + numbers))
 
 
+_MAX_OPERANDS = 300  # pairs of source numbers tried for a derived figure (the newest kept)
+_MAX_RUN = 200  # numbers (and lines) of one source whose totals are counted
+
+
+def _numbers(text: str) -> list[float]:
+    """The numbers of two digits or more in a source's text (commas as thousands separators)."""
+    found = []
+    for raw in _NUMBER.findall(text):
+        digits = raw.replace(",", "").replace("-", "").replace(".", "")
+        if len(digits) >= 2:
+            try:
+                found.append(float(raw.replace(",", "")))
+            except ValueError:
+                continue
+    return found
+
+
+def _sums(numbers: list[float], text: str) -> list[float]:
+    """The totals one source holds: sums of consecutive numbers, and of each column of lines."""
+    runs = [
+        sum(numbers[i:j]) for i in range(len(numbers)) for j in range(i + 2, len(numbers) + 1)
+    ]
+    columns: dict[int, list[float]] = {}
+    for line in text.splitlines()[:_MAX_RUN]:
+        for k, n in enumerate(_numbers(line)):
+            columns.setdefault(k, []).append(n)
+    return runs + [sum(c) for c in columns.values() if len(c) > 1]
+
+
+def _precision(fact: str) -> float:
+    """Half a unit of the last digit the fact writes: how close a computed value must be."""
+    _, dot, decimals = fact.partition(".")
+    return 0.5 * 10 ** -len(decimals) if dot else 0.5
+
+
+def derived(value: float, tolerance: float, totals: Iterable[float], operands: list[float]) -> bool:
+    """Whether one step of arithmetic over the sources gives `value` (within `tolerance`)."""
+    if any(abs(t - value) <= tolerance for t in totals):
+        return True
+    for a, b in itertools.permutations(operands, 2):
+        candidates = [a + b, a - b, a * b]
+        if b:
+            candidates += [a / b, 100 * a / b, 100 * (a - b) / b]
+        if any(abs(c - value) <= tolerance for c in candidates):
+            return True
+    return False
+
+
 def _normal(fact: str) -> str:
     return fact.replace(",", "") if _NUMBER.fullmatch(fact) else fact.lower()
 
@@ -48,28 +104,54 @@ class Grounding(Passive):
 
     def __init__(self) -> None:
         self._sources: list[str] = []
+        self._totals: list[float] = []
+        self._operands: dict[float, None] = {}
         self._primed = False
+
+    def _learn(self, text: str) -> None:
+        self._sources.append(text.replace(",", "").lower())
+        numbers = _numbers(text)
+        self._totals += _sums(numbers[:_MAX_RUN], text)
+        self._operands.update(dict.fromkeys(numbers))
 
     def after(self, view: View, new: Sequence[Event]) -> list[Signal]:
         """Learn the step's sources; check its answers against them."""
         if not self._primed:
             self._primed = True
             if view.spec is not None:
-                self._sources.append(canonical_json(view.spec.inputs).decode())
+                self._learn(canonical_json(view.spec.inputs).decode())
         found = []
         for event in new:
             if event.kind in ("task", "tool_result"):
-                self._sources.append(event.text.replace(",", "").lower())
+                self._learn(event.text)
             elif event.kind == "tool_call":
-                self._sources.append(canonical_json(event.args).decode().replace(",", "").lower())
+                self._learn(" ".join(_strings(event.args)))
             elif event.kind == "answer":
                 found += self._judge(event)
         return found
 
     def _judge(self, event: Event) -> list[Signal]:
         corpus = "\n".join(self._sources)
-        missing = [fact for fact in claims(event.text) if _normal(fact) not in corpus]
+        operands = list(self._operands)[-_MAX_OPERANDS:]
+        missing = [
+            fact
+            for fact in claims(event.text)
+            if _normal(fact) not in corpus
+            and not (
+                _NUMBER.fullmatch(fact)
+                and derived(float(fact.replace(",", "")), _precision(fact), self._totals, operands)
+            )
+        ]
         if not missing:
             return []
         evidence = {"ungrounded": missing[:20], "answer": event.text[:300]}
         return [Signal(self.kind, event.step, "error", "ungrounded", evidence)]
+
+
+def _strings(value: object) -> list[str]:
+    """Every string and number inside a JSON value (a tool call's arguments), as text."""
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in _strings(v)]
+    if isinstance(value, list | tuple):
+        return [t for v in value for t in _strings(v)]
+    return [] if value is None or isinstance(value, bool) else [str(value)]
