@@ -5,17 +5,18 @@ fetched is reporting a result it does not have. The task messages and the missio
 count as sources too: quoting the question is not a hallucination.
 
 A number an agent worked out is grounded too when one step of arithmetic over the sources
-gives it: a total within one source (the sum of consecutive numbers in it, or of a column of
-its lines), or the sum, difference,
-product, ratio or percentage of two source numbers (of two digits or more, to the precision
-the answer writes). Anything further (a chain of computations) is reported: the agent can
+gives it: the same value written otherwise (20.00 for 20.0), a total within one source (the
+sum of consecutive numbers in it, or of a column of its lines), or the sum, difference,
+product, ratio or percentage of two source numbers or column totals (of two digits or more
+for numbers, to the precision the answer writes). Numbers are read both as prose ("4,830") and
+as table cells ("2,2024-03-05,150" is three cells, not 22024). Anything further (a chain of computations) is reported: the agent can
 write its working into a tool call (a file, a note) and cite that.
 """
 
 from __future__ import annotations
 
-import re
 import itertools
+import re
 from collections.abc import Iterable, Sequence
 from typing import ClassVar
 
@@ -61,16 +62,33 @@ def _numbers(text: str) -> list[float]:
     return found
 
 
-def _sums(numbers: list[float], text: str) -> list[float]:
-    """The totals one source holds: sums of consecutive numbers, and of each column of lines."""
-    runs = [
-        sum(numbers[i:j]) for i in range(len(numbers)) for j in range(i + 2, len(numbers) + 1)
+_CELL_SPLIT = re.compile(r"[,;|\t]\s*|\s+")
+_CELL = re.compile(r"-?\d+(?:\.\d+)?")
+
+
+def _cells(line: str) -> list[tuple[int, float]]:
+    """The numeric cells of a line read as a table row: (column, value)."""
+    return [
+        (k, float(cell))
+        for k, cell in enumerate(_CELL_SPLIT.split(line.strip()))
+        if _CELL.fullmatch(cell)
     ]
+
+
+def _columns(text: str) -> tuple[list[float], list[float]]:
+    """A source's numeric cells, and the sum of each column of them down its lines."""
+    cells: list[float] = []
     columns: dict[int, list[float]] = {}
     for line in text.splitlines()[:_MAX_RUN]:
-        for k, n in enumerate(_numbers(line)):
-            columns.setdefault(k, []).append(n)
-    return runs + [sum(c) for c in columns.values() if len(c) > 1]
+        for k, value in _cells(line):
+            cells.append(value)
+            columns.setdefault(k, []).append(value)
+    return cells, [sum(c) for c in columns.values() if len(c) > 1]
+
+
+def _runs(numbers: list[float]) -> list[float]:
+    """The sums of two or more consecutive numbers of a source."""
+    return [sum(numbers[i:j]) for i in range(len(numbers)) for j in range(i + 2, len(numbers) + 1)]
 
 
 def _precision(fact: str) -> float:
@@ -81,7 +99,7 @@ def _precision(fact: str) -> float:
 
 def derived(value: float, tolerance: float, totals: Iterable[float], operands: list[float]) -> bool:
     """Whether one step of arithmetic over the sources gives `value` (within `tolerance`)."""
-    if any(abs(t - value) <= tolerance for t in totals):
+    if any(abs(t - value) <= tolerance for t in itertools.chain(totals, operands)):
         return True
     for a, b in itertools.permutations(operands, 2):
         candidates = [a + b, a - b, a * b]
@@ -111,8 +129,10 @@ class Grounding(Passive):
     def _learn(self, text: str) -> None:
         self._sources.append(text.replace(",", "").lower())
         numbers = _numbers(text)
-        self._totals += _sums(numbers[:_MAX_RUN], text)
-        self._operands.update(dict.fromkeys(numbers))
+        cells, columns = _columns(text)
+        self._totals += _runs(numbers[:_MAX_RUN]) + _runs(cells[:_MAX_RUN]) + columns
+        large = [c for c in cells if abs(c) >= 10]  # two digits or more, as for numbers
+        self._operands.update(dict.fromkeys(numbers + large + columns))
 
     def after(self, view: View, new: Sequence[Event]) -> list[Signal]:
         """Learn the step's sources; check its answers against them."""
