@@ -390,8 +390,15 @@ def true_positive(run: Run) -> bool:
     return bool(run.actionable) and start is not None and run.actionable[0].turn >= start
 
 
+def scripted_steps(script: Sequence[s.Turn]) -> int:
+    """The steps a script takes when nothing interrupts it: its answers and its tool calls."""
+    return len(script) + sum(len(t.tool_calls) for t in script)
+
+
 def _baselines(runs: Sequence[Run]) -> dict[str, int]:
-    return {r.scenario.task.name: r.steps for r in runs if r.scenario.minimal}
+    """Per task, the steps of its minimal healthy script (whether or not it ran)."""
+    every = load()
+    return {sc.task.name: scripted_steps(sc.script) for sc in every if sc.minimal}
 
 
 def _per_signal_kind(runs: Sequence[Run]) -> dict[str, dict[str, Any]]:
