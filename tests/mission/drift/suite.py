@@ -256,9 +256,12 @@ def _turn_of(answered: Sequence[tuple[Message, ...]], step: int) -> int:
 def _fired(records: list[audit.Record], answered: Sequence[tuple[Message, ...]]) -> list[Fired]:
     """Signals and the corrections recorded beside them (same tag, same order)."""
     actions: dict[str, list[str]] = collections.defaultdict(list)
+    segments: dict[str, int] = {}
     for r in records:
         if r.kind == "correction":
             actions[r.data["tag"]].append(r.data["action"])
+        elif r.kind == "decision":
+            segments[r.data["tag"]] = r.data["segment"]
     seen: collections.Counter[str] = collections.Counter()
     out = []
     for r in records:
@@ -268,9 +271,11 @@ def _fired(records: list[audit.Record], answered: Sequence[tuple[Message, ...]])
         action = actions[tag][seen[tag]]
         seen[tag] += 1
         d = r.data
-        out.append(
-            Fired(d["kind"], d["rule"], d["severity"], action, d["step"], _turn_of(answered, d["step"]))
-        )
+        # After a rollback or an escalation the agent works in a new conversation whose
+        # indices restart: its signals come after every turn of the first one.
+        later = segments.get(tag, 0) > 0
+        where = len(answered) if later else _turn_of(answered, d["step"])
+        out.append(Fired(d["kind"], d["rule"], d["severity"], action, d["step"], where))
     return out
 
 
