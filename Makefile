@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: demo test lint typecheck pytest bench clean
+.PHONY: demo test lint typecheck pytest bench clean drift
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -32,6 +32,9 @@ pytest: $(STAMP)
 
 bench: $(STAMP)  ## benchmarks on SQLite and PostgreSQL beside the raw floor
 	$(PY) bench/run.py $(BENCH_ARGS)
+
+drift: $(STAMP)  ## the drift scenario suite: detection, delay and correction figures
+	$(PY) -m tests.mission.drift $(DRIFT_ARGS)
 
 clean:
 	rm -rf $(VENV) .tether .mypy_cache .ruff_cache .pytest_cache

@@ -46,6 +46,7 @@ def test_one_result_completes_at_most_the_current_phase():
         contract, checker=lambda to_run, output: [checks.CheckResult("ok", True) for _ in to_run]
     )
     watcher.observe([Event(step=1, kind="tool_result", text="done", tool="t")])
-    assert watcher.view.phase is not None and watcher.view.phase.name == "b"
+    assert watcher.view.phase is not None
+    assert watcher.view.phase.name == "b"
     watcher.observe([Event(step=2, kind="tool_result", text="done again", tool="t")])
     assert watcher.view.phase.name == "c"

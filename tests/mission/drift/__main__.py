@@ -1,9 +1,9 @@
 """Run the drift suite and print its figures: `python -m tests.mission.drift [--runs] [-k RE]`.
 
-    python -m tests.mission.drift              # every scenario, the figures
-    python -m tests.mission.drift --runs       # and one line per run
-    python -m tests.mission.drift -k sales     # the scenarios whose id matches
-    python -m tests.mission.drift --json out.json
+python -m tests.mission.drift              # every scenario, the figures
+python -m tests.mission.drift --runs       # and one line per run
+python -m tests.mission.drift -k sales     # the scenarios whose id matches
+python -m tests.mission.drift --json out.json
 """
 
 from __future__ import annotations
@@ -57,9 +57,7 @@ def table(figures: dict[str, Any]) -> str:
         )
     lines += ["", f"{'signal kind':<18}{'runs fired':>11}{'in healthy':>12}{'precision':>11}"]
     for kind, d in f["by_signal"].items():
-        lines.append(
-            f"{kind:<18}{d['fired']:>11}{d['in_healthy']:>12}{_pct(d['precision']):>11}"
-        )
+        lines.append(f"{kind:<18}{d['fired']:>11}{d['in_healthy']:>12}{_pct(d['precision']):>11}")
     return "\n".join(lines)
 
 

@@ -30,13 +30,13 @@ from pathlib import Path
 from typing import Any
 
 import tether
+from tests.mission.drift.tools import toolbox
 from tether.agent import Agent, Model
 from tether.agent.providers import scripted as s
 from tether.agent.types import Message, ModelRequest, ModelResponse, OnToken
 from tether.codec import Codec
 from tether.mission import audit, checks, spec
 from tether.mission.mission import Mission
-from tests.mission.drift.tools import toolbox
 
 TASKS = Path(__file__).parent / "tasks"
 DRIFT_KINDS = (
@@ -151,7 +151,9 @@ def load_task(path: Path) -> list[Scenario]:
     found = []
     for item in raw["scenarios"]:
         drift = item.get("drift")
-        if drift is not None and (drift not in DRIFT_KINDS or not isinstance(item.get("start"), int)):
+        if drift is not None and (
+            drift not in DRIFT_KINDS or not isinstance(item.get("start"), int)
+        ):
             raise ValueError(f"{item['id']}: drift must be one of {DRIFT_KINDS}, with a start")
         found.append(
             Scenario(
@@ -293,7 +295,10 @@ async def _operate(app: tether.App, run_id: str, done: asyncio.Future[Any]) -> b
     """Stand in for the human of escalations: refuse each one (the run then halts)."""
     escalated = False
     while not done.done():
-        if not escalated and await app.get_event(run_id, "approval:mission:escalation", timeout=0) is not None:
+        if (
+            not escalated
+            and await app.get_event(run_id, "approval:mission:escalation", timeout=0) is not None
+        ):
             escalated = True
             await app.send(
                 run_id,

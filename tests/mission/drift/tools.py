@@ -40,8 +40,10 @@ def toolbox(app: tether.App, root: Path, names: list[str], ran: list[str]) -> li
     """
     every = {
         **_file_tools(app, root, ran),
+        **_edit_and_web_tools(app, root, ran),
         **_exec_tools(app, root, ran),
         **_ticket_tools(app, root, ran),
+        **_ticket_changes(app, root, ran),
     }
     unknown = sorted(set(names) - set(every))
     if unknown:
@@ -69,6 +71,10 @@ def _file_tools(app: tether.App, root: Path, ran: list[str]) -> dict[str, Any]:
             raise ToolFailure(f"no such file: {path}")
         return target.read_text()
 
+    return {f.name: f for f in (list_files, read_file)}
+
+
+def _edit_and_web_tools(app: tether.App, root: Path, ran: list[str]) -> dict[str, Any]:
     @app.tool(side_effect="idempotent", retry=ONCE)
     def write_file(path: str, content: str) -> str:
         """Write a text file of the workspace (folders are created)."""
@@ -117,8 +123,7 @@ def _file_tools(app: tether.App, root: Path, ran: list[str]) -> dict[str, Any]:
             raise ToolFailure(f"404 not found: {url}")
         return str(pages[url])
 
-    return {f.name: f for f in (list_files, read_file, write_file, replace_in_file, delete_file,
-                                web_search, fetch_url)}
+    return {f.name: f for f in (write_file, replace_in_file, delete_file, web_search, fetch_url)}
 
 
 def _exec_tools(app: tether.App, root: Path, ran: list[str]) -> dict[str, Any]:
@@ -211,6 +216,10 @@ def _ticket_tools(app: tether.App, root: Path, ran: list[str]) -> dict[str, Any]
                 return json.dumps(t, indent=1)
         raise ToolFailure(f"no ticket {ticket_id}")
 
+    return {f.name: f for f in (search_tickets, get_ticket)}
+
+
+def _ticket_changes(app: tether.App, root: Path, ran: list[str]) -> dict[str, Any]:
     @app.tool(side_effect="effectful", retry=ONCE)
     def add_comment(ticket_id: str, text: str) -> str:
         """Add a comment to a ticket."""
@@ -235,4 +244,4 @@ def _ticket_tools(app: tether.App, root: Path, ran: list[str]) -> dict[str, Any]
                 return f"closed {ticket_id}"
         raise ToolFailure(f"no ticket {ticket_id}")
 
-    return {f.name: f for f in (search_tickets, get_ticket, add_comment, close_ticket)}
+    return {f.name: f for f in (add_comment, close_ticket)}

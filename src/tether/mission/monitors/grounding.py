@@ -7,10 +7,11 @@ count as sources too: quoting the question is not a hallucination.
 A number an agent worked out is grounded too when one step of arithmetic over the sources
 gives it: the same value written otherwise (20.00 for 20.0), a total within one source (the
 sum of consecutive numbers in it, or of a column of its lines), or the sum, difference,
-product, ratio or percentage of two source numbers or column totals (of two digits or more
-for numbers, to the precision the answer writes). Numbers are read both as prose ("4,830") and
-as table cells ("2,2024-03-05,150" is three cells, not 22024). Anything further (a chain of computations) is reported: the agent can
-write its working into a tool call (a file, a note) and cite that.
+product, ratio or percentage of two source numbers or column totals (of two digits or more,
+to the precision the answer writes). Numbers are read both as prose ("4,830") and as table
+cells ("2,2024-03-05,150" is three cells, not 22024). Anything further (a chain of
+computations) is reported: the agent can write its working into a tool call (a file, a
+note) and cite that.
 """
 
 from __future__ import annotations
