@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cksum pyproject.toml | cut -d' ' -f1)
 
-.PHONY: demo demo-engine test lint typecheck pytest bench clean
+.PHONY: demo demo-engine test lint typecheck pytest bench drift clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -35,6 +35,9 @@ pytest: $(STAMP)
 
 bench: $(STAMP)  ## benchmarks on SQLite and PostgreSQL beside the raw floor
 	$(PY) bench/run.py $(BENCH_ARGS)
+
+drift: $(STAMP)  ## the drift scenario suite: detection, delay and correction figures
+	$(PY) -m tests.mission.drift $(DRIFT_ARGS)
 
 clean:
 	rm -rf $(VENV) .tether .mypy_cache .ruff_cache .pytest_cache

@@ -78,11 +78,25 @@ def test_off_task_action__intent_signal():
 def test_answer_citing_a_number_no_tool_returned__grounding_signal():
     messages = [
         *healthy()[:-1],
-        answer("Revenue rose to 1350 in Q2, up 12.5% on the 1,200 of Q1; see INV-2041."),
+        answer("Revenue rose to 1350 in Q2, up 12.5% on the 1,200 of Q1, 14% over plan; INV-2041."),
     ]
     signals = [s for s in judge(messages)["signals"] if s["kind"] == "grounding"]
     assert len(signals) == 1
-    assert set(signals[0]["evidence"]["ungrounded"]) == {"12.5", "INV-2041"}
+    # 12.5% is (1350 - 1200) / 1200: worked out from the sources, so grounded.
+    assert set(signals[0]["evidence"]["ungrounded"]) == {"14", "INV-2041"}
+
+
+def test_figures_worked_out_in_one_step__grounded():
+    table = "region,q1,q2\nnorth,1180,1240\nsouth,905,980"
+    messages = [
+        user(OBJECTIVE),
+        *exchange("read_file", table, path="data/sales.csv"),
+        answer("Q1 totals 2,085 (north 1180 + south 905); north's Q2 is 60 above Q1, +5.1%."),
+    ]
+    assert [s for s in judge(messages)["signals"] if s["kind"] == "grounding"] == []
+    invented = [*messages[:-1], answer("Q1 totals 2,085 and Q3 will reach 2,300.")]
+    signals = [s for s in judge(invented)["signals"] if s["kind"] == "grounding"]
+    assert signals[0]["evidence"]["ungrounded"] == ["2,300"]
 
 
 def test_failed_tool_calls__warning_then_error_on_a_streak():

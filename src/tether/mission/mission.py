@@ -429,13 +429,28 @@ class _Steering(AgentHooks):
                 {"name": n, "passed": ok, "detail": d} for n, ok, d in watcher.completion.last
             ]
             items.append(("verification", {"checks": results}))
-        acted = [(s, self.mission.policy.action(s, ledger.corrections(s.kind))) for s in found]
+        acted = [(s, self._action(ledger, s, state)) for s in found]
         items += [
             ("correction", {"signal": s.kind, "rule": s.rule, "action": a.value}) for s, a in acted
         ]
         strongest = max((a for _, a in acted), key=lambda a: a.rank, default=Action.NOTE)
         drivers = [s for s, a in acted if a is not Action.NOTE]
         return self._apply(strongest, drivers, moves, ledger, watcher, state), items
+
+    def _action(self, ledger: Ledger, signal: Signal, state: AgentState) -> Action:
+        """The policy's action; a note while the agent has not yet answered the last one.
+
+        A correction of a kind (a message, a rollback, an escalation) is answered by the model's
+        next turn. The same drift showing again before that turn (a loop's repeated result
+        right after the message about its repeated call) is the drift already corrected, not
+        a new one: it is noted and does not climb the ladder.
+        """
+        action = self.mission.policy.action(signal, ledger.corrections(signal.kind))
+        if action in (Action.NOTE, Action.BLOCK, Action.HALT):
+            return action
+        if _unanswered(ledger, signal.kind, self.segment, state.conversation):
+            return Action.NOTE
+        return action
 
     def _apply(
         self,
@@ -501,6 +516,24 @@ def _rollback_point(conversation: Sequence[Message], watcher: Watcher) -> int:
     while to < len(conversation) and conversation[to].role == "tool":
         to += 1
     return min(to, len(conversation))
+
+
+def _unanswered(ledger: Ledger, kind: str, segment: int, conversation: Sequence[Message]) -> bool:
+    """Whether the last correction of `kind` in this segment has had no model turn since."""
+    steering = ("message", "rollback", "escalate")
+    last = [
+        r
+        for r in ledger.of_kind("correction")
+        if r.data.get("signal") == kind and r.data.get("action") in steering
+    ]
+    if not last:
+        return False
+    tag = last[-1].data["tag"]
+    decided = [r for r in ledger.tagged(tag) if r.kind == "decision"]
+    if not decided or decided[0].data.get("segment") != segment:
+        return False
+    upto = decided[0].data["upto"]
+    return not any(m.role == "assistant" for m in conversation[upto:])
 
 
 def _acted(ledger: Ledger) -> int:

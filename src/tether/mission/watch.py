@@ -97,21 +97,25 @@ class Watcher:
             self.view.phase = self.spec.phases[self.phase_index]
 
     def _advance_phases(self, new: Sequence[Event]) -> None:
-        """Move past every phase whose acceptance checks now pass."""
+        """Move past the current phase if its acceptance checks now pass.
+
+        One phase per step at most: a result can complete the phase the agent is working in,
+        not the phases after it that it never entered (their checks may pass already, but the
+        agent has yet to do, or re-check, their work with their tools).
+        """
         if (
             self.spec is None
             or self.checker is None
             or not any(e.kind == "tool_result" for e in new)
+            or self.phase_index >= len(self.spec.phases) - 1
         ):
             return
-        while self.phase_index < len(self.spec.phases) - 1:
-            phase = self.spec.phases[self.phase_index]
-            if not phase.acceptance:
-                return
-            results = self.checker(phase.acceptance, None)
-            self.view.passed |= {r.name for r in results if r.passed}
-            if not all(r.passed for r in results):
-                return
+        phase = self.spec.phases[self.phase_index]
+        if not phase.acceptance:
+            return
+        results = self.checker(phase.acceptance, None)
+        self.view.passed |= {r.name for r in results if r.passed}
+        if all(r.passed for r in results):
             self.phase_index += 1
             self.view.phase = self.spec.phases[self.phase_index]
 
