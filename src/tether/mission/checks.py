@@ -94,16 +94,15 @@ def _evaluate(check: spec.Check, ctx: CheckContext) -> tuple[bool, str]:
 
 
 def _file_exists(check: spec.FileExistsCheck, ctx: CheckContext) -> tuple[bool, str]:
-    path = ctx.path(check.path)
-    return path.exists(), f"{path} does not exist"
+    return ctx.path(check.path).exists(), f"{check.path} does not exist"
 
 
 def _file_contains(check: spec.FileContainsCheck, ctx: CheckContext) -> tuple[bool, str]:
-    path = ctx.path(check.path)
+    path = ctx.path(check.path)  # named in details as the spec names it, wherever it lives
     if not path.is_file():
-        return False, f"{path} does not exist"
+        return False, f"{check.path} does not exist"
     text = path.read_text(errors="replace")
-    return re.search(check.pattern, text) is not None, f"{path} holds: {text[:500]!r}"
+    return re.search(check.pattern, text) is not None, f"{check.path} holds: {text[:500]!r}"
 
 
 def _regex(check: spec.RegexCheck, ctx: CheckContext) -> tuple[bool, str]:
@@ -155,8 +154,8 @@ def _json_schema(check: spec.JsonSchemaCheck, ctx: CheckContext) -> tuple[bool, 
     else:
         path = ctx.path(check.path)
         if not path.is_file():
-            return False, f"{path} does not exist"
-        source, text = str(path), path.read_text(errors="replace")
+            return False, f"{check.path} does not exist"
+        source, text = check.path, path.read_text(errors="replace")
     try:
         value = json.loads(text)
     except ValueError as exc:
