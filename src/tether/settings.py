@@ -46,6 +46,8 @@ class Settings:
         statement_timeout: seconds a database statement may run.
         shutdown_grace: seconds a worker leaving (`async with app` exiting, or SIGTERM to
             `tether worker`) gives the steps in flight to finish and be recorded.
+        audit_key: the HMAC key of mission audit chains (`TETHER_AUDIT_KEY`); without one,
+            chains are plain SHA-256 chains. Never shown in `repr` or messages.
         encryption_key: 256-bit AES keys (base64 or hex, comma-separated, newest first) that
             encrypt every payload at rest (`TETHER_ENCRYPTION_KEY`); the first encrypts, all
             decrypt. Never shown in `repr` or messages.
@@ -68,6 +70,7 @@ class Settings:
     statement_timeout: float = 30.0
     shutdown_grace: float = 30.0
     encryption_key: str | None = dataclasses.field(default=None, repr=False)
+    audit_key: str | None = dataclasses.field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.sqlite_synchronous not in ("NORMAL", "FULL"):

@@ -43,6 +43,7 @@ from tether.mission.ledger import Item, Ledger, LedgerStore, transition
 from tether.mission.monitors.base import Signal
 from tether.mission.states import MissionState
 from tether.mission.watch import Feeder, Watcher
+from tether.settings import Settings
 
 S = MissionState
 _DIRECTIVE = "mission:"
@@ -98,7 +99,8 @@ class Mission:
         policy: the correction table.
         workspace: the folder file and command checks read (the agent's working directory).
         name: tells apart several missions run by one workflow.
-        audit_key: an HMAC key for the audit chain (see `tether.mission.audit`).
+        audit_key: an HMAC key for the audit chain (see `tether.mission.audit`); by default
+            `Settings.audit_key` (`TETHER_AUDIT_KEY`), if set.
         max_restarts: rollbacks and escalations allowed before the mission halts.
     """
 
@@ -119,6 +121,9 @@ class Mission:
         if self.max_restarts < 0:
             raise ConfigError(f"max_restarts={self.max_restarts} must not be negative")
         self.folder = Path(self.workspace) if self.workspace is not None else None
+        if self.audit_key is None:
+            configured = Settings.from_env().audit_key
+            self.audit_key = configured.encode() if configured else None
         self._record = runtime.step(name="mission:record", retry=None)(self._record_body)
         self._close = runtime.step(name="mission:close", retry=None)(self._close_body)
 
@@ -331,6 +336,7 @@ class _Steering(AgentHooks):
         self._meter(state)
         self.answer = None
         phase = watcher.phase_index
+        actions = _actions(state.conversation, feeder.fed)
         watcher.view.verify = self._verifier(watcher)
         watcher.checker = self._check
         try:
@@ -340,7 +346,8 @@ class _Steering(AgentHooks):
         finally:
             watcher.view.verify = None
             watcher.checker = None
-        decision, items = self._decide(ledger, watcher, found, state, call_id)
+        decision, judged = self._decide(ledger, watcher, found, state, call_id)
+        items = actions + judged
         if watcher.phase_index != phase:
             items.append(
                 (
@@ -498,6 +505,18 @@ class _Moves:
         source = self.machine.state
         self.machine.move(target, evidence)
         self.items.append(transition(source, target, **evidence))
+
+
+def _actions(conversation: Sequence[Message], start: int) -> list[Item]:
+    """The agent's decisions since `start`, as audit records: its tool calls and its answers."""
+    found: list[Item] = []
+    for step in range(start, len(conversation)):
+        message = conversation[step]
+        if message.role != "assistant":
+            continue
+        calls = [{"tool": c.name, "arguments": c.arguments} for c in message.tool_calls]
+        found.append(("action", {"step": step, "text": message.content[:1000], "calls": calls}))
+    return found
 
 
 def _final(state: AgentState) -> bool:
