@@ -69,7 +69,7 @@ def test_agent_kills__no_model_call_paid_twice_no_effect_twice(settings: Setting
         while len(snapshots) < KILLS:
             proc = spawn(tmp_path, env)
             wait_ready(proc)
-            time.sleep(rng.uniform(0.1, 0.5))
+            time.sleep(rng.uniform(0.05, 0.3))
             if proc.poll() is not None:
                 proc.communicate()
                 break

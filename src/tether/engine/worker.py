@@ -108,6 +108,8 @@ class Worker:
         self._start_tick = start_tick
         self._reserved = 0
         self._backlog = False  # runs were left PENDING here for want of room
+        self._abandoned: set[asyncio.Task[None]] = set()  # given up, not yet finished
+        self._epochs: dict[str, int] = {}  # the lease epoch each run executing here holds
         self._timers: list[float] = []  # wake-up times of runs evicted here (a heap)
         self._loops: list[asyncio.Task[None]] = []
         self.draining = False
@@ -188,11 +190,17 @@ class Worker:
 
     def abandon_all(self) -> None:
         """Give up every run in flight; their owners' leases let others resume them."""
-        for ex, task in list(self.running.values()):
-            if ex is not None:
-                ex.abandoned = True
-                ex.notify()
-            task.cancel()
+        for entry in list(self.running.values()):
+            self._give_up(entry)
+
+    def _give_up(self, entry: tuple[Execution | None, asyncio.Task[None]]) -> None:
+        ex, task = entry
+        if ex is not None:
+            ex.abandoned = True
+            ex.notify()
+        self._abandoned.add(task)  # on its way out even before it made its execution
+        task.add_done_callback(self._abandoned.discard)
+        task.cancel()
 
     # -- running work -------------------------------------------------------------------------
 
@@ -227,7 +235,11 @@ class Worker:
         A run already executing here is not launched twice.
         """
         existing = self.running.get(lease.run_id)
-        if existing is not None and not _leaving(existing[0]):
+        if (
+            existing is not None
+            and not _leaving(existing[0])
+            and existing[1] not in self._abandoned
+        ):
             log.warning("run %s is already executing here; not launched again", lease.run_id)
             return
         loop = asyncio.get_running_loop()
@@ -333,6 +345,7 @@ class Worker:
         if entry is not None and entry[1] is not asyncio.current_task():
             return  # evicted, and already claimed again by a newer execution here
         self.running.pop(run_id, None)
+        self._epochs.pop(run_id, None)
         waiter = self.results.pop(run_id, None)
         if waiter is not None and not waiter.done():
             waiter.set_result(outcome)  # None: the handle reads the outcome from the store
