@@ -105,7 +105,7 @@ async def test_breaker__opens_after_the_threshold__later_calls_and_runs_are_not_
         assert refused.startswith("error: tool 'issues' was not run: service 'github' is ")
         assert "unavailable until 2027-01-15 08:01:00 UTC (in 60.0s)" in refused
         assert "circuit breaker is open" in refused
-    assert app.services.state("github").state == "open"  # type: ignore[attr-defined]
+    assert app.services.state("github").state == "open"
 
     async with other_app:
         other_answers = await run(other_app, "t2", "other")
@@ -122,7 +122,7 @@ async def test_breaker__opens_after_the_threshold__later_calls_and_runs_are_not_
         after = await run(app, "t3", "after")
     assert after == ['["r/0#1"]', '["r/1#1"]']
     assert github.executions == 4
-    assert app.services.state("github").state == "closed"  # type: ignore[attr-defined]
+    assert app.services.state("github").state == "closed"
 
 
 async def test_breaker__a_failed_probe_reopens_it_for_another_cooldown(make_app: MakeApp):
@@ -227,7 +227,7 @@ async def failures_after(app: tether.App, error: BaseException, **tool_options: 
         answers = await run(app, "f")
     assert github.executions == 1
     assert answers[0].startswith("error: issues failed:")
-    return app.services.state("github").failures  # type: ignore[attr-defined,no-any-return]
+    return app.services.state("github").failures
 
 
 @pytest.mark.parametrize(
@@ -288,7 +288,7 @@ async def test_failures__the_tools_timeout_counts_and_the_model_hears_of_it(make
         answers = await run(app, "slow")
     assert len(started) == 1
     assert answers[0].startswith("error: slow failed: StepTimeoutError: step 'tool:slow'")
-    assert app.services.state("github").failures == 1  # type: ignore[attr-defined]
+    assert app.services.state("github").failures == 1
 
 
 async def test_failures__a_retried_tool_takes_a_permit_per_attempt_and_stops_when_refused(
