@@ -141,6 +141,24 @@ async def test_breaker__a_failed_probe_reopens_it_for_another_cooldown(make_app:
     assert "in 60.0s" in answers[2]
 
 
+async def test_breaker__while_a_probe_is_out__other_calls_are_refused(make_app: MakeApp):
+    clock = FakeClock()
+    app = make_app()
+    app.services = gate = Services(app.store, {"github": BREAKER}, clock=clock)
+    github = GitHub(app)
+    define(app, scripted_agent([github.tool], calls=2))
+    async with app:
+        await run(app, "open")
+        clock.advance(61)
+        probe = await gate.acquire("github")  # another caller's probe, still out
+        assert probe.probe
+        answers = await run(app, "during")
+        await gate.release(probe, ok=True)
+    assert github.executions == 2
+    assert all("a probe call is testing whether it has recovered" in a for a in answers)
+    assert all("(in 60.0s)" in a for a in answers)  # when the probe is given up (probe_timeout)
+
+
 async def test_breaker__opened_by_another_process__this_one_does_not_call(
     settings: Settings, make_app: MakeApp, tmp_path: Path
 ):

@@ -182,9 +182,14 @@ async def _admit(gate: ServiceGate, use: ToolService, tool: str) -> Any:
         after = getattr(exc, "retry_after", None)
         if not isinstance(after, int | float):
             after = 0.0
+        why = (
+            "a probe call is testing whether it has recovered"
+            if getattr(exc, "probing", False)
+            else "it failed repeatedly and its circuit breaker is open"
+        )
         detail = (
-            f"is unavailable until {_utc(retry_at)} (in {after:.1f}s): it failed repeatedly "
-            "and its circuit breaker is open; try again after that time, or do without it"
+            f"is unavailable until {_utc(retry_at)} (in {after:.1f}s): {why}; try again after "
+            "that time, or do without it"
         )
         raise ToolUnavailableError(
             tool,
