@@ -21,6 +21,8 @@ from tether.agent.errors import (
     ModelsExhaustedError,
     OutputValidationError,
     ServiceCircuitOpenError,
+    ServiceUnavailableError,
+    ToolUnavailableError,
 )
 from tether.agent.hooks import (
     AgentHooks,
@@ -47,6 +49,7 @@ from tether.agent.services import (
     ServiceState,
     counts_as_failure,
 )
+from tether.agent.tool_services import ToolService
 from tether.agent.tools import RequireApproval, SideEffect, Tool
 from tether.agent.types import (
     ErrorKind,
@@ -106,6 +109,7 @@ __all__ = [
     "ServiceGate",
     "ServicePolicy",
     "ServiceState",
+    "ServiceUnavailableError",
     "Services",
     "SideEffect",
     "Snapshot",
@@ -113,7 +117,9 @@ __all__ = [
     "Tool",
     "ToolCall",
     "ToolEvent",
+    "ToolService",
     "ToolSpec",
+    "ToolUnavailableError",
     "Usage",
     "Workspace",
     "WorkspaceChangedError",

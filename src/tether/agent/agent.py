@@ -26,7 +26,12 @@ from typing import Any
 import pydantic
 
 from tether.agent.budgets import Budget, Meter
-from tether.agent.errors import AgentStoppedError, BudgetExceededError, OutputValidationError
+from tether.agent.errors import (
+    AgentStoppedError,
+    BudgetExceededError,
+    OutputValidationError,
+    ToolUnavailableError,
+)
 from tether.agent.hooks import (
     AgentHooks,
     AgentState,
@@ -110,7 +115,9 @@ class Agent:
         prices: prices by "provider:model" (or model name), for models without one.
         retry: retries per model before failing over (see `tether.agent.llm`).
         hooks: steering hooks (see `AgentHooks`).
-        services: fleet-shared circuit breakers and rate budgets (`ServiceGate`).
+        services: fleet-shared circuit breakers and rate budgets (`ServiceGate`), for the
+            models' services and for the tools that declare one (which otherwise use the
+            app's `app.services`).
         output_retries: corrections allowed when the answer does not validate.
         temperature: sampling temperature, or the provider's default.
     """
@@ -297,9 +304,13 @@ class _Loop:
                 by = f" by {answer.by}" if answer.by else ""
                 return f"error: the call to {tool.name} was not approved{by}: {why}", False
         try:
-            return await tool.run_for_agent(kwargs, self.meter.check_time), True
+            return await tool.run_for_agent(
+                kwargs, self.meter.check_time, self.agent.services
+            ), True
         except (BudgetExceededError, NonDeterminismError, StoreError):
             raise
+        except ToolUnavailableError as exc:
+            return f"error: {exc}", False
         except Exception as exc:
             return f"error: {call.name} failed: {_error_text(exc)}", False
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ParamSpec, TypeVar
 
+from tether.agent.llm import ServiceGate
+from tether.agent.tool_services import ToolService
 from tether.agent.tools import (
     RequireApproval,
     SideEffect,
@@ -31,6 +33,12 @@ class App(engine_app.App):
     """A tether application: workflows, steps, tools, a database and (entered) a worker.
 
     See `tether.engine.app.App` for everything but tools.
+
+    Attributes:
+        services: the service gate (circuit breakers and rate budgets, e.g.
+            `tether.agent.Services(app.store, {...})`) that tools declaring a `service` go
+            through when workflow code calls them, and when an agent without its own
+            `services=` does. None (the default): such tools are not guarded.
     """
 
     def __init__(
@@ -42,13 +50,14 @@ class App(engine_app.App):
     ) -> None:
         super().__init__(database_url, settings=settings, codecs=codecs)
         self._tools: dict[str, Tool[..., Any]] = {}
+        self.services: ServiceGate | None = None
 
     @property
     def tools(self) -> Mapping[str, Tool[..., Any]]:
         """The registered tools, by name."""
         return self._tools
 
-    def tool(
+    def tool(  # noqa: PLR0913 - the options of a decorator, each keyword-only and documented
         self,
         *,
         name: str | None = None,
@@ -57,6 +66,7 @@ class App(engine_app.App):
         timeout: float | None = None,
         retry: Retry | None = None,
         approval: RequireApproval | bool = False,
+        service: str | ToolService | None = None,
     ) -> Callable[[Callable[P, R]], Tool[P, R]]:
         """Declare a tool: a function an agent's model may call, each call a durable step.
 
@@ -73,12 +83,17 @@ class App(engine_app.App):
             timeout: seconds an attempt may run; a timeout goes back to the model.
             retry: the retry policy (default: three attempts unless effectful).
             approval: True or `RequireApproval(...)`: each call waits for a human's approval.
+            service: the service the tool calls ("github", or a `ToolService` that also
+                says which exceptions count as its failures and how long a call may wait for
+                its rate budget). With a service gate (`Agent(services=...)` or
+                `app.services`), each call goes through the service's fleet-wide circuit
+                breaker and rate budget; None (the default): the tool is not guarded.
         """
 
         def decorate(fn: Callable[P, R]) -> Tool[P, R]:
-            declared = declare(fn, name, description, retry, approval)
+            declared = declare(fn, name, description, retry, approval, service)
             options = ToolOptions(side_effect=side_effect, timeout=timeout, **declared)
-            tool = make_tool(fn, options)
+            tool = make_tool(fn, options, self._services)
             known = self._tools.get(tool.name)
             if known is not None and known.fn is not fn:
                 raise ConfigError(
@@ -89,3 +104,6 @@ class App(engine_app.App):
             return tool
 
         return decorate
+
+    def _services(self) -> ServiceGate | None:
+        return self.services

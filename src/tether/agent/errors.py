@@ -4,6 +4,8 @@
 TetherError
 ├── ProviderError (types.py)        one classified provider failure
 │   └── ServiceCircuitOpenError     the fleet's circuit breaker for a service is open
+├── ServiceUnavailableError         a tool says its service is unwell (counts toward its breaker)
+├── ToolUnavailableError            a tool was not run: its service's breaker or budget refused
 ├── ModelCallError                  a failure no retry or other model can fix (auth, bad request)
 ├── ModelsExhaustedError            every model in the chain failed
 ├── BudgetExceededError             a run's steps, tokens, cost or wall time ran out
@@ -50,6 +52,65 @@ class ServiceCircuitOpenError(ProviderError):
         )
         self.service = service
         self.retry_at = retry_at
+
+
+class ServiceUnavailableError(TetherError):
+    """Raise from a tool to say the service it calls is unwell (a 503, an outage page).
+
+    With `@app.tool(service=...)` and a service gate, it counts toward the service's circuit
+    breaker, like a timeout or a connection error; the caller's own mistakes (a 404, a
+    refused argument) should raise anything else. It is retried per the tool's retry policy.
+
+    Attributes:
+        service: the service, when the raiser names it (else None).
+        retry_after: seconds the service asked callers to wait, if it said (a retry-after
+            header); a step's retry waits that long instead of its own backoff.
+    """
+
+    retryable = True
+
+    def __init__(
+        self, message: str, *, service: str | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.service = service
+        self.retry_after = retry_after
+
+
+class ToolUnavailableError(TetherError):
+    """A tool was not run: its service's circuit breaker is open, or its rate budget is full.
+
+    An agent's model receives the message as the tool's answer, at once (its step is not
+    retried); a tool called from workflow code raises it, and a step retry policy waits
+    `retry_after` before the next attempt.
+
+    Attributes:
+        tool: the tool.
+        service: the service it calls.
+        reason: "circuit_open" (the service is failing) or "rate_budget" (no room in time).
+        retry_at: when a call may be tried again (Unix seconds, the database's clock), or
+            None when the refusal did not say.
+        retry_after: seconds from the refusal until then, or None when it did not say.
+    """
+
+    retryable = True
+
+    def __init__(
+        self,
+        tool: str,
+        service: str,
+        reason: str,
+        *,
+        retry_at: float | None,
+        retry_after: float | None,
+        detail: str,
+    ) -> None:
+        super().__init__(f"tool {tool!r} was not run: service {service!r} {detail}")
+        self.tool = tool
+        self.service = service
+        self.reason = reason
+        self.retry_at = retry_at
+        self.retry_after = retry_after
 
 
 class ModelCallError(TetherError):

@@ -140,6 +140,8 @@ class CircuitOpenError(TetherError):
         service: the service.
         retry_at: when a call may be tried again (the database's clock, Unix seconds).
         retry_after: the same moment, as seconds from when the breaker refused.
+        probing: the breaker is half-open and its one probe call is out (`retry_at` is then
+            when that probe is given up).
     """
 
     retryable = True
@@ -165,6 +167,7 @@ class CircuitOpenError(TetherError):
         self.service = service
         self.retry_at = retry_at
         self.retry_after = retry_after
+        self.probing = probing
 
 
 class RateBudgetError(TetherError):

@@ -16,6 +16,10 @@ crashing.
 The side-effect class says what a retry may do: `read_only` and `idempotent` tools are retried
 (three attempts by default), `effectful` ones are not unless you give a `retry` (and then use
 the idempotency key, which external APIs use to perform the effect once).
+
+A tool that declares the service it calls (`service="github"`) goes through that service's
+fleet-wide circuit breaker and rate budget when a service gate is configured (see
+`tether.agent.tool_services`).
 """
 
 from __future__ import annotations
@@ -25,11 +29,15 @@ import dataclasses
 import functools
 import inspect
 import typing
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Generic, Literal, ParamSpec, TypeVar
 
 import pydantic
 
+from tether.agent import tool_services
+from tether.agent.errors import ToolUnavailableError
+from tether.agent.llm import ServiceGate
+from tether.agent.tool_services import ToolService
 from tether.agent.types import ToolSpec
 from tether.engine import runtime
 from tether.engine.retry import Retry
@@ -76,6 +84,7 @@ class ToolOptions:
     timeout: float | None
     retry: Retry | None
     approval: RequireApproval | None
+    service: ToolService | None = None
 
     def __post_init__(self) -> None:
         if self.side_effect not in SIDE_EFFECTS:
@@ -95,18 +104,39 @@ class ToolOptions:
             object.__setattr__(self, "retry", Retry.never() if never else Retry(attempts=3))
 
 
-class Tool(Generic[P, R]):
-    """A function the model may call; calling it from workflow code runs it as a step."""
+def _no_gate() -> ServiceGate | None:
+    return None
 
-    def __init__(self, fn: Callable[P, R], options: ToolOptions) -> None:
+
+class Tool(Generic[P, R]):
+    """A function the model may call; calling it from workflow code runs it as a step.
+
+    Attributes:
+        fn: the function.
+        options: how it is called.
+        app_services: returns the service gate of the app that declared it (`app.services`),
+            used when the agent calling it has none, and when workflow code calls it.
+    """
+
+    def __init__(
+        self,
+        fn: Callable[P, R],
+        options: ToolOptions,
+        app_services: Callable[[], ServiceGate | None] = _no_gate,
+    ) -> None:
         self.fn = fn
         self.options = options
+        self.app_services = app_services
         self.is_async = inspect.iscoroutinefunction(fn)
-        declare = runtime.step(
-            name=f"tool:{options.name}", retry=options.retry, timeout=options.timeout
-        )
-        self._direct = declare(fn)
-        self._for_agent = declare(_run)
+        name, retry = f"tool:{options.name}", options.retry or Retry.never()
+        if options.service is None:
+            self._direct = runtime.step(name=name, retry=retry, timeout=options.timeout)(fn)
+        else:  # the timeout is applied inside, around the tool's work but not its permit
+            self._direct = runtime.step(name=name, retry=retry)(_guarded(self))
+        # An agent's model hears of a refusal at once: the step does not wait to retry it.
+        refusals = (*retry.non_retryable, ToolUnavailableError)
+        for_agent = dataclasses.replace(retry, non_retryable=refusals)
+        self._for_agent = runtime.step(name=name, retry=for_agent)(_run)
         functools.update_wrapper(self, fn)
 
     @property
@@ -139,15 +169,44 @@ class Tool(Generic[P, R]):
         model = self.arguments_model.model_validate(arguments)
         return {name: getattr(model, name) for name in type(model).model_fields}
 
-    async def run_for_agent(self, kwargs: dict[str, Any], check: Callable[[], None]) -> str:
-        """Run the call as this tool's step; return the answer the model reads."""
-        result: str = await self._for_agent(self, kwargs, check)
+    @property
+    def service(self) -> ToolService | None:
+        """The service the tool calls, or None when it declares none."""
+        return self.options.service
+
+    def gate(self, given: ServiceGate | None = None) -> ServiceGate | None:
+        """The gate a call goes through: `given` (an agent's), else the app's; None if unguarded."""
+        if self.options.service is None:
+            return None
+        return given if given is not None else self.app_services()
+
+    async def run_for_agent(
+        self,
+        kwargs: dict[str, Any],
+        check: Callable[[], None],
+        services: ServiceGate | None = None,
+    ) -> str:
+        """Run the call as this tool's step; return the answer the model reads.
+
+        Args:
+            kwargs: the validated arguments.
+            check: called inside the step before anything else (a budget check).
+            services: the agent's service gate (None: the app's, if any).
+
+        Raises:
+            ToolUnavailableError: the tool's service refused the call (journaled).
+        """
+        result: str = await self._for_agent(self, kwargs, check, services)
         return result
 
 
-def make_tool(fn: Callable[P, R], options: ToolOptions) -> Tool[P, R]:
+def make_tool(
+    fn: Callable[P, R],
+    options: ToolOptions,
+    app_services: Callable[[], ServiceGate | None] = _no_gate,
+) -> Tool[P, R]:
     """Build a `Tool` from a function and its declared options (see `App.tool`)."""
-    return Tool(fn, options)
+    return Tool(fn, options, app_services)
 
 
 def declare(
@@ -156,24 +215,75 @@ def declare(
     description: str | None,
     retry: Retry | None,
     approval: RequireApproval | bool,
+    service: str | ToolService | None = None,
 ) -> dict[str, Any]:
-    """The defaults of a tool's options: its name, description, retry policy and approval."""
+    """The defaults of a tool's options: name, description, retry, approval and service."""
     return {
         "name": name or fn.__name__,
         "description": description if description is not None else _summary(fn),
         "retry": retry,
         "approval": RequireApproval() if approval is True else approval or None,
+        "service": tool_services.resolve(service),
     }
 
 
-async def _run(tool: Tool[..., Any], kwargs: dict[str, Any], check: Callable[[], None]) -> str:
+async def _run(
+    tool: Tool[..., Any],
+    kwargs: dict[str, Any],
+    check: Callable[[], None],
+    services: ServiceGate | None,
+) -> str:
     """A tool call made by an agent (a step body): the answer as the model will read it."""
     check()
-    if tool.is_async:
-        value = await tool.fn(**kwargs)
+    gate, use = tool.gate(services), tool.options.service
+    timeout, name = tool.options.timeout, tool.name
+
+    def work() -> Awaitable[Any]:
+        if tool.is_async:
+            return tool_services.timed(tool.fn(**kwargs), timeout, name)
+        return tool_services.timed(asyncio.to_thread(tool.fn, **kwargs), timeout, name)
+
+    if gate is None or use is None:
+        value = await work()
     else:
-        value = await asyncio.to_thread(tool.fn, **kwargs)
+        value = await tool_services.call(gate, use, name, work)
     return observation(value)
+
+
+def _guarded(tool: Tool[..., Any]) -> Callable[..., Any]:
+    """The step body of a tool with a service, called from workflow code (or outside one)."""
+    fn, timeout, name = tool.fn, tool.options.timeout, tool.name
+    use = tool.options.service
+    assert use is not None
+    if tool.is_async:
+
+        @functools.wraps(fn)
+        async def guarded_async(*args: Any, **kwargs: Any) -> Any:
+            gate = tool.gate()
+
+            def work() -> Awaitable[Any]:
+                return tool_services.timed(fn(*args, **kwargs), timeout, name)
+
+            return await (work() if gate is None else tool_services.call(gate, use, name, work))
+
+        return guarded_async
+
+    @functools.wraps(fn)
+    def guarded_sync(*args: Any, **kwargs: Any) -> Any:
+        gate = tool.gate()
+
+        def work() -> Awaitable[Any]:
+            return tool_services.timed(tool_services.in_thread(fn, args, kwargs), timeout, name)
+
+        if gate is None and timeout is None:
+            return fn(*args, **kwargs)
+
+        async def guarded() -> Any:
+            return await (work() if gate is None else tool_services.call(gate, use, name, work))
+
+        return tool_services.blocking(guarded())
+
+    return guarded_sync
 
 
 def observation(value: Any) -> str:
