@@ -53,6 +53,16 @@ def test_claim_runs__owner_heartbeat_lapsed__taken_over_as_recovery(
     assert (lease.worker_id, lease.epoch, row.recoveries) == ("w2", 2, 1)
 
 
+def test_claim_runs__own_run_with_lapsed_heartbeat__not_reclaimed_by_its_owner(
+    store: Store, settings: Settings
+):
+    store.register_worker(worker("w1", heartbeat_at=NOW))
+    store.create_run(new_run("a", owner="w1"))
+    age_worker(settings, "w1", TTL + 1)
+    assert store.claim_runs("w1", ["wf"], 10, NOW, TTL) == []  # it still executes there
+    assert [r.id for _, r in store.claim_runs("w2", ["wf"], 10, NOW, TTL)] == ["a"]
+
+
 def test_claim_runs__owner_stopped__taken_over_at_once(store: Store):
     store.register_worker(worker("w1", heartbeat_at=NOW))
     store.create_run(new_run("a", owner="w1"))

@@ -643,9 +643,10 @@ class Store(Protocol):
         (name, None)): only runs recorded with one of these names *and* its version are
         claimed, so a run is resumed only by code of the version that started it.
 
-        Claimable: a WAITING run whose `wake_at` has passed (on `now`); a RUNNING run whose
-        owner is stopped or has sent no heartbeat within `lease_ttl` (a recovery; measured on
-        `now`, or on the database's clock with `database_clock_leases`); a PENDING run
+        Claimable: a WAITING run whose `wake_at` has passed (on `now`); a RUNNING run of
+        another worker that is stopped or has sent no heartbeat within `lease_ttl` (a recovery;
+        measured on `now`, or on the database's clock with `database_clock_leases`; a worker
+        never takes its own runs back this way: they still execute there); a PENDING run
         outside queues; and a PENDING run of one of `queues` as far as that queue's limits
         allow, highest priority (lowest number) first. Claiming sets the owner and status
         RUNNING, bumps the epoch (fencing the previous owner), sets `started_at` on a first

@@ -369,7 +369,7 @@ class Statements:
         FOR UPDATE SKIP LOCKED),
     orphaned AS MATERIALIZED (
         SELECT id, created_at FROM {{s}}.runs
-        WHERE status = 'RUNNING' AND {_OF_KEYS}
+        WHERE status = 'RUNNING' AND {_OF_KEYS} AND owner IS DISTINCT FROM %(worker)s
           AND (owner IS NULL OR owner NOT IN (
               SELECT id FROM {{s}}.workers
               WHERE stopped_at IS NULL

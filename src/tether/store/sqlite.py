@@ -364,7 +364,7 @@ class SqliteStore(SqliteBackup, SqliteCoordination, SqliteAudit, SqliteServices,
         named = json.dumps(workflow_keys(names))
 
         def txn(conn: sqlite3.Connection) -> list[RunRow]:
-            due = (worker_id, now, now, named, now, now - lease_ttl, limit)
+            due = (worker_id, now, now, named, now, worker_id, now - lease_ttl, limit)
             claimed = [_run_row(r) for r in conn.execute(sql.CLAIM_DUE, due).fetchall()]
             for q in queues:
                 room = limit - len(claimed)

@@ -159,7 +159,8 @@ WHERE id IN (
     SELECT id FROM runs
     WHERE {_RUNS_OF_KEYS}
       AND ((status = 'WAITING' AND wake_at <= ?)
-        OR (status = 'RUNNING' AND (owner IS NULL OR owner NOT IN ({LIVE_WORKERS})))
+        OR (status = 'RUNNING' AND owner IS NOT ?
+            AND (owner IS NULL OR owner NOT IN ({LIVE_WORKERS})))
         OR (status = 'PENDING' AND queue IS NULL))
     ORDER BY created_at
     LIMIT ?)
