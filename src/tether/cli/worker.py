@@ -29,7 +29,7 @@ from tether.cli.common import reported
 from tether.engine.app import App
 from tether.errors import ConfigError
 from tether.server.health import DatabaseCheck, HealthServer, WorkerProbe
-from tether.server.supervisor import Supervisor, worker_command
+from tether.server.supervisor import STABLE_AFTER, Backoff, Supervisor, worker_command
 from tether.store import open_store
 from tether.store.base import Store
 
@@ -93,6 +93,15 @@ StatusFileOption = Annotated[
         show_default=False,
     ),
 ]
+StableAfterOption = Annotated[
+    float,
+    typer.Option(
+        "--stable-after",
+        min=0.0,
+        help="Seconds a worker must run to count as healthy: one that exits sooner is "
+        "restarted after a backoff (0.5 s, doubling to 30 s), one that ran longer at once.",
+    ),
+]
 LogLevelOption = Annotated[
     str, typer.Option("--log-level", help="debug, info, warning or error.", show_default=True)
 ]
@@ -126,13 +135,15 @@ async def _serve_then_exit(app: App, health: tuple[str, int] | None) -> None:
         os._exit(code)
 
 
-def supervise(
+def supervise(  # noqa: PLR0913 (each parameter is one of the command's options)
     target: TargetArgument,
+    *,
     workers: WorkersOption = 2,
     db: WorkerDbOption = None,
     grace: GraceOption = None,
     health_port: HealthOption = None,
     status_file: StatusFileOption = None,
+    stable_after: StableAfterOption = STABLE_AFTER,
 ) -> None:
     """Run N worker processes of MODULE:APP; restart any that dies; stop them on SIGTERM.
 
@@ -159,6 +170,7 @@ def supervise(
         app.settings.shutdown_grace,
         database=DatabaseCheck(store),
         status_file=status_file,
+        backoff=Backoff(stable_after=stable_after),
     )
     try:
         code = asyncio.run(_supervise(supervisor, health))
