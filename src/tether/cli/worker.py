@@ -8,7 +8,8 @@ second signal, or the end of the grace period, cuts the runs in flight off; othe
 resume them from their last checkpoint at once.
 
 Exit codes: 0 after a graceful shutdown, 1 when runs were cut off (grace period over, or a
-second signal) or on an error before the worker ran.
+second signal) or on an error before the worker ran (a bad target, or a database it cannot
+reach as it starts: the error is logged and a supervisor starts it again).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import typer
 
 from tether.cli.common import reported
 from tether.engine.app import App
-from tether.errors import ConfigError
+from tether.errors import ConfigError, StoreError
 from tether.server.health import DatabaseCheck, HealthServer, WorkerProbe
 from tether.server.supervisor import STABLE_AFTER, Backoff, Supervisor, worker_command
 from tether.store import open_store
@@ -305,6 +306,9 @@ async def serve(app: App, health_address: tuple[str, int] | None) -> int:
         clean = False
     except ConfigError as exc:
         log.error("%s", exc)
+        clean = False
+    except StoreError as exc:  # e.g. the database is down as the worker starts
+        log.error("the worker cannot run: %s", exc)
         clean = False
     finally:
         signals.restore()
