@@ -1,8 +1,9 @@
 """Driving a fleet of worker processes, and reading what they did from the ledger.
 
-`start_worker` is the one place where a worker process is started; a supervisor can take its
-place without changing the tests. The ledger (see apps/worker.py) is written outside the
-journal, with fsync, so it survives SIGKILL and witnesses every execution and commit.
+`start_worker` starts one worker process (tests that stage a fault on a given worker);
+`SupervisedStorm` runs a fleet under `tether supervise` and SIGKILLs its children. The ledger
+(see apps/worker.py) is written outside the journal, with fsync, so it survives SIGKILL and
+witnesses every execution and commit.
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ import collections
 import dataclasses
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import tether
 from tether.settings import Settings
@@ -263,28 +266,129 @@ def takeover_times(ledger: Ledger, kills: list[tuple[int, float]]) -> list[float
 
 
 @dataclasses.dataclass
-class Storm:
-    """A fleet of worker processes, one SIGKILLed every few seconds and replaced."""
+class Kill:
+    """One SIGKILL sent to a supervised worker, and its replacement as the status file shows."""
 
-    settings: Settings
-    ledger: Path
+    pid: int
+    slot: int
+    at: float  # time.time() just before the signal
+    replacement: int | None = None
+    replacement_started: float | None = None  # the status file's started_at of the new child
+
+
+@dataclasses.dataclass
+class Stopped:
+    """How `tether supervise` ended after SIGTERM."""
+
+    code: int | None  # None: it had to be SIGKILLed
+    left: list[int]  # children still alive after the supervisor exited
+    status: dict[str, Any]  # the status file's last content
+    log: str  # the end of the supervisor's and its children's stderr
+
+
+def supervise_env(
+    settings: Settings, ledger: Path, options: Mapping[str, object] | None = None
+) -> dict[str, str]:
+    """The environment of `tether supervise worker:app`: `worker_env` and the ledger's path.
+
+    The apps folder comes first on PYTHONPATH, so `worker:app` names tests/faults/apps/worker.py.
+    """
+    env = worker_env(settings, options)
+    env["PYTHONPATH"] = os.pathsep.join([str(APP.parent), env["PYTHONPATH"]])
+    env["FAULTS_LEDGER"] = str(ledger)
+    return env
+
+
+def _proc_stat(pid: int) -> tuple[int, str] | None:
+    """(parent pid, start time) of a live process, or None if it is gone or a zombie."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = text[text.rindex(")") + 2 :].split()  # after "pid (comm) "
+    if fields[0] in ("Z", "X"):
+        return None
+    return int(fields[1]), fields[19]
+
+
+@dataclasses.dataclass
+class SupervisedStorm:
+    """`tether supervise worker:app --workers N --status-file F`, and a driver that reads the
+    status file and SIGKILLs a random live child every `kill_every` seconds.
+
+    The supervisor restarts each killed child (with its backoff); the driver notes every kill,
+    and when the status file first shows the slot's next process, its start time.
+    """
+
+    folder: Path  # the supervisor's working directory; the status file and the log go there
     env: dict[str, str]
-    workers: int
+    workers: int = 3
+    grace: float = 5.0
+    stable_after: float = 2.0  # a child up this long restarts at once (see start)
     kill_every: tuple[float, float] = (0.5, 3.0)
     seed: int = 0
-    kills: list[tuple[int, float]] = dataclasses.field(default_factory=list)
-    procs: list[subprocess.Popen[str]] = dataclasses.field(default_factory=list)
+    kills: list[Kill] = dataclasses.field(default_factory=list)
+    seen: dict[int, str] = dataclasses.field(default_factory=dict)  # child pid -> start time
+    proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
-        self.procs = [start_worker(self.ledger, self.env) for _ in range(self.workers)]
+    @property
+    def status_file(self) -> Path:
+        return self.folder / "supervisor.json"
 
-    def rage(self, store: Store, ids: list[str], within: float, on_kill: object = None) -> None:
-        """Kill a random worker every `kill_every` seconds, and replace it, until all ended.
+    @property
+    def log_file(self) -> Path:
+        return self.folder / "supervisor.log"
 
-        `on_kill(n)`, if given, is called after the n-th kill (n from 1).
+    def start(self, store: Store, within: float = 120.0) -> None:
+        """Start the supervisor and wait until each of its children has registered a worker."""
+        command = [sys.executable, "-m", "tether.cli.main", "supervise", "worker:app"]
+        command += ["--workers", str(self.workers), "--grace", str(self.grace)]
+        command += ["--status-file", str(self.status_file)]
+        # Each child lives about 5 s here; with the default (10 s) every kill would count as
+        # a crash loop and the backoff would leave the slots empty for up to 30 s.
+        command += ["--stable-after", str(self.stable_after)]
+        with self.log_file.open("wb") as log:
+            self.proc = subprocess.Popen(
+                command, cwd=self.folder, env=self.env, stdout=log, stderr=log
+            )
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"supervise exited: {self.log_tail()}"
+            pids = {w["pid"] for w in self.observe()["workers"] if w["running"]}
+            registered = {w.pid for w in store.list_workers()}
+            if len(pids) == self.workers and pids <= registered:
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"the supervised workers did not come up: {self.log_tail()}")
+
+    def observe(self) -> dict[str, Any]:
+        """Read the status file; note new children and the replacements of killed ones."""
+        try:
+            status: dict[str, Any] = json.loads(self.status_file.read_text())
+        except (OSError, ValueError):
+            return {"pid": None, "stopping": False, "workers": []}
+        for w in status["workers"]:
+            pid = w["pid"]
+            if pid is None or pid in self.seen:
+                continue
+            stat = _proc_stat(pid)
+            self.seen[pid] = stat[1] if stat else ""
+            for kill in self.kills:
+                if kill.slot == w["slot"] and kill.replacement is None and pid != kill.pid:
+                    kill.replacement, kill.replacement_started = pid, w["started_at"]
+        return status
+
+    def rage(
+        self,
+        store: Store,
+        ids: list[str],
+        within: float,
+        on_kill: Callable[[int], None] | None = None,
+    ) -> None:
+        """Every `kill_every` seconds SIGKILL a random live child, until every run ended.
+
+        `on_kill(n)`, if given, is called right after the n-th kill (n from 1).
         """
-        import random
-
         rng = random.Random(self.seed or None)
         deadline = time.monotonic() + within
         while time.monotonic() < deadline:
@@ -293,19 +397,69 @@ class Storm:
             while time.monotonic() < end:
                 if _all_ended(store, ids):
                     return
+                self.observe()
                 time.sleep(min(0.2, pause))
-            victim = rng.randrange(len(self.procs))
-            proc = self.procs[victim]
-            proc.send_signal(signal.SIGKILL)
-            self.kills.append((proc.pid, time.time()))
-            proc.communicate()
-            self.procs[victim] = start_worker(self.ledger, self.env)
-            if callable(on_kill):
+            assert self.proc is not None
+            assert self.proc.poll() is None, f"supervise exited: {self.log_tail()}"
+            live = [
+                (w["slot"], w["pid"])
+                for w in self.observe()["workers"]
+                if w["running"] and self._is_child(w["pid"])
+            ]
+            if not live:
+                continue  # every slot is waiting out its backoff
+            slot, pid = rng.choice(live)
+            self.kills.append(Kill(pid, slot, time.time()))
+            os.kill(pid, signal.SIGKILL)
+            if on_kill is not None:
                 on_kill(len(self.kills))
 
-    def stop(self) -> list[str]:
-        """Stop every worker; return their stderr tails."""
-        return [stop_worker(p) for p in self.procs]
+    def _is_child(self, pid: int) -> bool:
+        """Whether `pid` is still the supervisor's child (not a pid reused since)."""
+        stat = _proc_stat(pid)
+        return stat is not None and self.proc is not None and stat[0] == self.proc.pid
+
+    def replacement_times(self) -> list[float]:
+        """For each kill whose slot got a new process, seconds from the kill to its start."""
+        self.observe()
+        return [
+            k.replacement_started - k.at for k in self.kills if k.replacement_started is not None
+        ]
+
+    def restarts(self) -> int:
+        """Restarts the supervisor reports (the status file's count, all slots)."""
+        return sum(w["restarts"] for w in self.observe()["workers"])
+
+    def exits(self) -> collections.Counter[str]:
+        """Exit codes of children the supervisor logged (e.g. -9 for SIGKILL) and how often."""
+        return collections.Counter(
+            line.split("exited with code ")[1].split()[0]
+            for line in self.log_file.read_text(errors="replace").splitlines()
+            if "tether.supervisor" in line and "exited with code " in line
+        )
+
+    def stop(self, within: float | None = None) -> Stopped:
+        """SIGTERM the supervisor and wait for it; SIGKILL it (and any child left) if it hangs."""
+        assert self.proc is not None
+        self.observe()
+        code: int | None = None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout=within or self.grace + 30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        left = [p for p, start in self.seen.items() if (s := _proc_stat(p)) and s[1] == start]
+        for pid in left:
+            os.kill(pid, signal.SIGKILL)  # children of this test, identified by start time
+        return Stopped(code, left, self.observe(), self.log_tail())
+
+    def log_tail(self, chars: int = 5000) -> str:
+        try:
+            return self.log_file.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
 
 
 def _all_ended(store: Store, ids: list[str]) -> bool:

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from typer.testing import CliRunner
 
 import tether
-from tether.server.supervisor import Backoff
+from tether.cli import worker as worker_cli
+from tether.cli.main import app as cli
+from tether.server.supervisor import Backoff, Supervisor
 from tether.settings import Settings
 
 from .helpers import (
@@ -101,3 +107,63 @@ def test_supervise__sigkilled_worker_restarted__runs_complete__sigterm_stops_all
 def test_backoff__doubles_to_a_ceiling_and_starts_over_after_a_stable_run():
     policy = Backoff(initial=0.5, maximum=4.0, stable_after=10.0)
     assert [policy.delay(n) for n in range(6)] == [0.0, 0.5, 1.0, 2.0, 4.0, 4.0]
+
+
+class _Restarts(logging.Handler):
+    """Keeps the supervisor's "restarting in" lines and signals the first one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+        self.seen = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "restarting in" in record.getMessage():
+            self.lines.append(record.getMessage())
+            self.seen.set()
+
+
+async def _first_restart_line(backoff: Backoff) -> str:
+    """Run a child that exits after 0.3 s; return the supervisor's restart log line."""
+    child = [sys.executable, "-c", "import time; time.sleep(0.3); raise SystemExit(3)"]
+    supervisor = Supervisor(child, 1, grace=1.0, backoff=backoff)
+    handler = _Restarts()
+    log = logging.getLogger("tether.supervisor")
+    log.addHandler(handler)
+    try:
+        running = asyncio.create_task(supervisor.run())
+        await asyncio.wait_for(handler.seen.wait(), 20)
+        supervisor.stop()
+        assert await running == 0
+    finally:
+        log.removeHandler(handler)
+    return handler.lines[0]
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize(("stable_after", "delay"), [(0.1, "0.0s"), (10.0, "0.5s")])
+def test_stable_after__a_child_up_that_long_restarts_at_once_a_quicker_one_backs_off(
+    stable_after: float, delay: str
+):
+    line = asyncio.run(_first_restart_line(Backoff(initial=0.5, stable_after=stable_after)))
+    assert "exited with code 3" in line
+    assert line.endswith(f"restarting in {delay}")
+
+
+def test_supervise_cli__stable_after_reaches_the_supervisor(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+):
+    made: list[Backoff] = []
+
+    class Recorder(Supervisor):
+        async def run(self) -> int:
+            made.append(self.backoff)
+            return 0
+
+    monkeypatch.setattr(worker_cli, "Supervisor", Recorder)
+    db = ["--db", f"sqlite:///{tmp_path}/x.db"]
+    result = CliRunner().invoke(cli, ["supervise", APP, *db, "--stable-after", "2.5"])
+    assert result.exit_code == 0, result.output
+    result = CliRunner().invoke(cli, ["supervise", APP, *db])
+    assert result.exit_code == 0, result.output
+    assert made == [Backoff(stable_after=2.5), Backoff()]

@@ -128,3 +128,20 @@ def test_worker__bad_target__clear_error_exit_1(target: str, message: str, tmp_p
     result = CliRunner().invoke(cli, ["worker", target, "--db", f"sqlite:///{tmp_path}/x.db"])
     assert result.exit_code == 1
     assert message in result.output
+
+
+@pytest.mark.timeout(60)
+def test_worker__database_down_at_start__logged_exit_1_no_traceback(tmp_path: Path):
+    env = env_for(
+        Settings(database_url="postgresql://postgres@127.0.0.1:1/none"),
+        tmp_path / "ledger",
+        TETHER_CONNECT_TIMEOUT="1",
+        TETHER_STORE_RETRY_TIMEOUT="1",
+    )
+    log = tmp_path / "log"
+    proc = tether_process("worker", [APP], env, log)
+    with cleanup(proc):
+        assert proc.wait(50) == 1
+    text = log.read_text()
+    assert "the worker cannot run: PostgreSQL at" in text, text
+    assert "Traceback" not in text, text

@@ -8,7 +8,8 @@ second signal, or the end of the grace period, cuts the runs in flight off; othe
 resume them from their last checkpoint at once.
 
 Exit codes: 0 after a graceful shutdown, 1 when runs were cut off (grace period over, or a
-second signal) or on an error before the worker ran.
+second signal) or on an error before the worker ran (a bad target, or a database it cannot
+reach as it starts: the error is logged and a supervisor starts it again).
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ import typer
 
 from tether.cli.common import reported
 from tether.engine.app import App
-from tether.errors import ConfigError
+from tether.errors import ConfigError, StoreError
 from tether.server.health import DatabaseCheck, HealthServer, WorkerProbe
-from tether.server.supervisor import Supervisor, worker_command
+from tether.server.supervisor import STABLE_AFTER, Backoff, Supervisor, worker_command
 from tether.store import open_store
 from tether.store.base import Store
 
@@ -93,6 +94,15 @@ StatusFileOption = Annotated[
         show_default=False,
     ),
 ]
+StableAfterOption = Annotated[
+    float,
+    typer.Option(
+        "--stable-after",
+        min=0.0,
+        help="Seconds a worker must run to count as healthy: one that exits sooner is "
+        "restarted after a backoff (0.5 s, doubling to 30 s), one that ran longer at once.",
+    ),
+]
 LogLevelOption = Annotated[
     str, typer.Option("--log-level", help="debug, info, warning or error.", show_default=True)
 ]
@@ -126,13 +136,15 @@ async def _serve_then_exit(app: App, health: tuple[str, int] | None) -> None:
         os._exit(code)
 
 
-def supervise(
+def supervise(  # noqa: PLR0913 (each parameter is one of the command's options)
     target: TargetArgument,
+    *,
     workers: WorkersOption = 2,
     db: WorkerDbOption = None,
     grace: GraceOption = None,
     health_port: HealthOption = None,
     status_file: StatusFileOption = None,
+    stable_after: StableAfterOption = STABLE_AFTER,
 ) -> None:
     """Run N worker processes of MODULE:APP; restart any that dies; stop them on SIGTERM.
 
@@ -159,6 +171,7 @@ def supervise(
         app.settings.shutdown_grace,
         database=DatabaseCheck(store),
         status_file=status_file,
+        backoff=Backoff(stable_after=stable_after),
     )
     try:
         code = asyncio.run(_supervise(supervisor, health))
@@ -293,6 +306,9 @@ async def serve(app: App, health_address: tuple[str, int] | None) -> int:
         clean = False
     except ConfigError as exc:
         log.error("%s", exc)
+        clean = False
+    except StoreError as exc:  # e.g. the database is down as the worker starts
+        log.error("the worker cannot run: %s", exc)
         clean = False
     finally:
         signals.restore()

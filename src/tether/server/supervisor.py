@@ -37,6 +37,9 @@ KILL_MARGIN = 5.0
 """Seconds beyond the grace period the supervisor waits for its children before SIGKILL: the
 time a child needs, after its grace period, to deregister and exit."""
 
+STABLE_AFTER = 10.0
+"""Seconds a child must stay up to count as healthy, by default (`Backoff.stable_after`)."""
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Backoff:
@@ -51,7 +54,7 @@ class Backoff:
 
     initial: float = 0.5
     maximum: float = 30.0
-    stable_after: float = 10.0
+    stable_after: float = STABLE_AFTER
 
     def delay(self, quick_exits: int) -> float:
         """The wait before a restart after `quick_exits` exits in a row (0: at once)."""

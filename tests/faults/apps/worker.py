@@ -1,6 +1,7 @@
 """A worker process for the fault tests: it runs chains of steps until SIGTERM or SIGKILL.
 
     python worker.py LEDGER        (database and options from TETHER_* variables)
+    FAULTS_LEDGER=LEDGER tether supervise worker:app ...   (this folder on PYTHONPATH)
 
 Workflows (a client starts them; this process only executes):
 
@@ -16,7 +17,8 @@ computed (it was committed), `F,run,seq,pid,time` when a step's checkpoint was r
 the run belongs to another worker now, `D,run,pid,time` when a workflow returns. Each step
 returns `pid:nonce`, a value no other execution can reproduce.
 
-Prints READY once its worker is up.
+Run as a script it prints READY once its worker is up. Imported (by `tether worker` or
+`tether supervise`), it takes the ledger's path from `FAULTS_LEDGER` and the CLI runs `app`.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import time
 
 import tether
 
-LEDGER = sys.argv[1]
+LEDGER = sys.argv[1] if __name__ == "__main__" else os.environ["FAULTS_LEDGER"]
 PID = os.getpid()
 _fd = os.open(LEDGER, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
