@@ -244,8 +244,9 @@ class StoreModel(RuleBasedStateMachine):
             self.leases.append(Lease(new.id, new.owner, 1))
         return new.id, True
 
-    def claimable(self) -> set[str]:
-        live = {w.id for w in self.workers.values() if w.live(self.now)}
+    def claimable(self, claimer: str) -> set[str]:
+        """What `claimer` may claim: never its own running runs (they still execute there)."""
+        live = {w.id for w in self.workers.values() if w.live(self.now)} | {claimer}
         due: set[str] = set()
         for run in self.runs.values():
             if (
@@ -306,7 +307,7 @@ class StoreModel(RuleBasedStateMachine):
     def claim(self, w: int, limit: int) -> None:
         """Claim due runs; one taken from a dead owner is a recovery, and fences the old one."""
         wid = self.worker_ids[w]
-        due = self.claimable()
+        due = self.claimable(wid)
         claimed = self.store_of(wid).claim_runs(wid, [self.name], limit, self.now, TTL)
         ids = [lease.run_id for lease, _ in claimed]
         assert len(ids) == len(set(ids)) == min(limit, len(due)), (ids, due)
@@ -657,7 +658,7 @@ class StoreModel(RuleBasedStateMachine):
             w.stopped = True
         self.client.register_worker(worker(drainer, heartbeat_at=self.now))
         self.workers[drainer] = Worker(drainer, self.now)
-        due = self.claimable()
+        due = self.claimable(drainer)
         claimed = self.client.claim_runs(drainer, [self.name], 100, self.now, TTL)
         assert {lease.run_id for lease, _ in claimed} == due
         self.apply_claims(drainer, claimed)
