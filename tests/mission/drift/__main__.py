@@ -4,6 +4,7 @@ python -m tests.mission.drift              # every scenario, the figures
 python -m tests.mission.drift --runs       # and one line per run
 python -m tests.mission.drift -k sales     # the scenarios whose id matches
 python -m tests.mission.drift --json out.json
+python -m tests.mission.drift --intent semantic   # the embedding measure (tether[semantic])
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.mission.drift import suite
+from tether.mission.monitors.intent import MEASURES
 
 
 def _pct(value: float | None) -> str:
@@ -83,8 +85,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("-k", dest="pattern", help="only scenarios whose id matches this regex")
     parser.add_argument("--runs", action="store_true", help="print one line per run")
     parser.add_argument("--json", type=Path, help="write the figures and runs as JSON here")
+    parser.add_argument(
+        "--intent",
+        choices=MEASURES,
+        default="lexical",
+        help="the intent monitor's measure (semantic needs the tether[semantic] extra)",
+    )
     args = parser.parse_args(argv)
-    runs = asyncio.run(suite.run_all(suite.load(), pattern=args.pattern))
+    print(f"intent measure: {args.intent}")
+    runs = asyncio.run(suite.run_all(suite.load(), pattern=args.pattern, intent=args.intent))
     figures = suite.measure(runs)
     if args.runs:
         print(run_lines(runs), end="\n\n")
