@@ -60,6 +60,11 @@ def table(figures: dict[str, Any]) -> str:
     lines += ["", f"{'signal kind':<18}{'runs fired':>11}{'in healthy':>12}{'precision':>11}"]
     for kind, d in f["by_signal"].items():
         lines.append(f"{kind:<18}{d['fired']:>11}{d['in_healthy']:>12}{_pct(d['precision']):>11}")
+    lines += ["", "runs of each drift kind where a signal kind fired at or after the drift's start"]
+    lines.append(f"{'signal kind':<18}" + "".join(f"{k[:12]:>13}" for k in suite.DRIFT_KINDS))
+    for kind, d in f["by_signal"].items():
+        cells = "".join(f"{_pct(d['recall_by_drift'][k]):>13}" for k in suite.DRIFT_KINDS)
+        lines.append(f"{kind:<18}{cells}")
     return "\n".join(lines)
 
 
@@ -77,6 +82,19 @@ def run_lines(runs: list[suite.Run]) -> str:
             + (f"  [{r.reason[:80]}]" if r.state == "failed" else "")
         )
     return "\n".join(out)
+
+
+def embedding_cost() -> str:
+    """What the semantic measure cost in this process: model load and embeddings."""
+    from tether.mission import semantic
+
+    e = semantic.embedder()
+    per = 1000 * e.seconds / e.embedded if e.embedded else 0.0
+    return (
+        f"\nsemantic measure: model loaded in {e.load_seconds:.1f} s; {e.embedded} texts embedded "
+        f"in {e.seconds:.1f} s ({per:.1f} ms each), {e.lookups - e.embedded} of {e.lookups} "
+        "lookups served from the cache"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -98,6 +116,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.runs:
         print(run_lines(runs), end="\n\n")
     print(table(figures))
+    if args.intent == "semantic":
+        print(embedding_cost())
     if args.json:
         detail = [
             {

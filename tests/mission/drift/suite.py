@@ -432,6 +432,13 @@ def _per_signal_kind(runs: Sequence[Run]) -> dict[str, dict[str, Any]]:
             "fired": len(fired),
             "in_healthy": sum(1 for r in fired if r.scenario.healthy),
             "precision": _ratio(len(right), len(fired)),
+            "recall_by_drift": {
+                drift: _ratio(
+                    sum(1 for r in right if r.scenario.drift == drift),
+                    sum(1 for r in runs if r.scenario.drift == drift),
+                )
+                for drift in DRIFT_KINDS
+            },
         }
     return table
 
