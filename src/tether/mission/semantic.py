@@ -6,6 +6,11 @@ per process, lazily, from the installed package's folder with the Hugging Face h
 offline (`HF_HUB_OFFLINE=1`, `TRANSFORMERS_OFFLINE=1`, unless the environment already sets
 them): nothing is fetched at run time.
 
+`embedder()` is a process-wide object, an exception to tether's rule against module-level
+singletons, on purpose: the model is read-only and costs about 465 MB and 12 s to load, and
+its cache holds a pure function of the text (no run's state), so one per `App` or per mission
+would only multiply the cost. `Embedder(model=...)` builds a separate one where needed.
+
 Determinism: the same text always gets the same vector and the same score. Texts are embedded
 in batches of equal token count, so no text is padded and a text's vector does not depend on
 the texts it was embedded with; vectors are cached per text; cosine similarity is summed in
