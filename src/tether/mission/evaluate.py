@@ -78,8 +78,13 @@ def files(paths: Sequence[Path]) -> Iterator[Path]:
             yield path
 
 
-def judge(trajectory: Trajectory, workspace: Path | None = None) -> dict[str, Any]:
-    """Run the monitors over a trajectory; return its signals and scores as JSON."""
+def judge(
+    trajectory: Trajectory, workspace: Path | None = None, intent: str = "lexical"
+) -> dict[str, Any]:
+    """Run the monitors over a trajectory; return its signals and scores as JSON.
+
+    `intent` picks the intent monitor's measure: "lexical" or "semantic" (the extra).
+    """
     messages = [trace.parse(i, m) for i, m in enumerate(trajectory.messages)]
     events = trace.from_messages(messages)
     output = next((e.text for e in reversed(events) if e.kind == "answer"), None)
@@ -90,7 +95,7 @@ def judge(trajectory: Trajectory, workspace: Path | None = None) -> dict[str, An
         )
         return checks.run_checks(to_run, ctx)
 
-    seen = Watcher(trajectory.mission, trajectory.objective, checker)
+    seen = Watcher(trajectory.mission, trajectory.objective, checker, intent)
     feeder = Feeder(seen)
     feeder.messages(messages)
     feeder.flush()

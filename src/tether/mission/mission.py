@@ -20,6 +20,7 @@ reach the same verdicts as an uninterrupted one.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import time
@@ -37,10 +38,11 @@ from tether.engine import context as contexts
 from tether.engine import messages as engine_messages
 from tether.engine import runtime
 from tether.errors import ConfigError, MissionSpecChangedError
-from tether.mission import checks, correction, spec, states
+from tether.mission import checks, correction, semantic, spec, states
 from tether.mission.correction import MARKER, Action, Policy, Strategy
 from tether.mission.ledger import Item, Ledger, LedgerStore, transition
 from tether.mission.monitors.base import Signal
+from tether.mission.monitors.intent import check_measure
 from tether.mission.states import MissionState
 from tether.mission.watch import Feeder, Watcher
 from tether.settings import Settings
@@ -102,6 +104,9 @@ class Mission:
         audit_key: an HMAC key for the audit chain (see `tether.mission.audit`); by default
             `Settings.audit_key` (`TETHER_AUDIT_KEY`), if set.
         max_restarts: rollbacks and escalations allowed before the mission halts.
+        intent: the intent monitor's measure: "lexical" (default) or "semantic", which needs
+            the optional extra `tether[semantic]` (checked here; the model loads, once per
+            process, in a thread when the first semantic mission runs).
     """
 
     spec: spec.MissionSpec
@@ -111,6 +116,7 @@ class Mission:
     name: str = ""
     audit_key: bytes | None = None
     max_restarts: int = 10
+    intent: str = "lexical"
 
     def __post_init__(self) -> None:
         if not self.spec.final_checks:
@@ -124,6 +130,7 @@ class Mission:
         if self.audit_key is None:
             configured = Settings.from_env().audit_key
             self.audit_key = configured.encode() if configured else None
+        self.intent = check_measure(self.intent)
         self._record = runtime.step(name="mission:record", retry=None)(self._record_body)
         self._close = runtime.step(name="mission:close", retry=None)(self._close_body)
 
@@ -140,6 +147,8 @@ class Mission:
     async def run(self, task: str) -> MissionOutcome:
         """Run the mission to its end: closed (verified), halted, or cancelled by a human."""
         chain = self.chain_id(contexts.context().workflow_id)
+        if self.intent == "semantic":  # load the model off the event loop, once per process
+            await asyncio.to_thread(semantic.embedder().load)
         launched = await self._launch(chain, task)
         if launched is not None:
             return launched
@@ -331,6 +340,8 @@ class _Steering(AgentHooks):
         decided = [r for r in ledger.tagged(tag) if r.kind == "decision"]
         if decided:
             return HookDecision.model_validate(decided[0].data["decision"])
+        if self.mission.intent == "semantic":  # embed in a thread, not on the event loop
+            await asyncio.to_thread(self._warm, ledger, state.conversation)
         feeder = self._resume(ledger, state.conversation)
         watcher = feeder.watcher
         self._meter(state)
@@ -378,6 +389,14 @@ class _Steering(AgentHooks):
         self.feeder.watcher.set_phase(phases[-1].data["index"] if phases else 0)
         return self.feeder
 
+    def _warm(self, ledger: Ledger, conversation: Sequence[Message]) -> None:
+        """Embed what the next judgement will need (a rebuilt feeder needs it all)."""
+        fresh = self.feeder is None
+        feeder = self.feeder or Feeder(self._watcher())
+        feeder.warm(conversation)
+        if fresh:
+            self.feeder = None  # `_resume` rebuilds it from the ledger; the vectors stay cached
+
     def catch_up(self, conversation: Sequence[Message]) -> None:
         """Feed the whole conversation (verification off): the monitors for the scores."""
         feeder = self.feeder or Feeder(self._watcher())
@@ -390,7 +409,7 @@ class _Steering(AgentHooks):
 
     def _watcher(self) -> Watcher:
         # No checker until a live judgement: feeding a conversation again must not re-run checks.
-        return Watcher(self.mission.spec)
+        return Watcher(self.mission.spec, intent=self.mission.intent)
 
     def _check(self, to_run: Sequence[spec.Check], output: str | None) -> list[checks.CheckResult]:
         assert self.feeder is not None

@@ -32,6 +32,8 @@ class Watcher:
         mission: the contract; None judges a trajectory with the monitors that need none.
         objective: the objective in words (defaults to the spec's).
         checker: runs checks against the current state of the world (workspace, output).
+        intent: the intent monitor's measure, "lexical" (default) or "semantic" (needs the
+            `tether[semantic]` extra; see `tether.mission.monitors.intent`).
     """
 
     def __init__(
@@ -39,11 +41,12 @@ class Watcher:
         mission: spec.MissionSpec | None = None,
         objective: str | None = None,
         checker: Checker | None = None,
+        intent: str = "lexical",
     ) -> None:
         self.spec = mission
         self.checker = checker
         self.advancement = Advancement()
-        self.intent = Intent()
+        self.intent = Intent(intent)
         self.completion = Completion()
         every: list[Monitor] = [
             Boundary(),
@@ -171,6 +174,19 @@ class Feeder:
                 found += self.watcher.observe(events)
         self.fed = max(self.fed, end)
         return found
+
+    def warm(self, messages: Sequence[Any]) -> None:
+        """Do the slow work of judging the messages not fed yet (embeddings), without judging.
+
+        Blocking; the mission runtime runs it in a thread so the event loop stays free.
+        """
+        names = dict(self._names)
+        events = [
+            e
+            for step in range(self.fed, len(messages))
+            for e in trace.message_events(step, trace.parse(step, messages[step]), names)
+        ]
+        self.watcher.intent.warm(self.watcher.view, [*events, *self.pending.values()])
 
     def judge(self, call_id: str) -> list[Signal]:
         """Judge a pending tool call before it runs, and add it to the log."""

@@ -4,6 +4,7 @@ python -m tests.mission.drift              # every scenario, the figures
 python -m tests.mission.drift --runs       # and one line per run
 python -m tests.mission.drift -k sales     # the scenarios whose id matches
 python -m tests.mission.drift --json out.json
+python -m tests.mission.drift --intent semantic   # the embedding measure (tether[semantic])
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.mission.drift import suite
+from tether.mission.monitors.intent import MEASURES
 
 
 def _pct(value: float | None) -> str:
@@ -58,6 +60,11 @@ def table(figures: dict[str, Any]) -> str:
     lines += ["", f"{'signal kind':<18}{'runs fired':>11}{'in healthy':>12}{'precision':>11}"]
     for kind, d in f["by_signal"].items():
         lines.append(f"{kind:<18}{d['fired']:>11}{d['in_healthy']:>12}{_pct(d['precision']):>11}")
+    lines += ["", "runs of each drift kind where a signal kind fired at or after the drift's start"]
+    lines.append(f"{'signal kind':<18}" + "".join(f"{k[:12]:>13}" for k in suite.DRIFT_KINDS))
+    for kind, d in f["by_signal"].items():
+        cells = "".join(f"{_pct(d['recall_by_drift'][k]):>13}" for k in suite.DRIFT_KINDS)
+        lines.append(f"{kind:<18}{cells}")
     return "\n".join(lines)
 
 
@@ -77,18 +84,40 @@ def run_lines(runs: list[suite.Run]) -> str:
     return "\n".join(out)
 
 
+def embedding_cost() -> str:
+    """What the semantic measure cost in this process: model load and embeddings."""
+    from tether.mission import semantic
+
+    e = semantic.embedder()
+    per = 1000 * e.seconds / e.embedded if e.embedded else 0.0
+    return (
+        f"\nsemantic measure: model loaded in {e.load_seconds:.1f} s; {e.embedded} texts embedded "
+        f"in {e.seconds:.1f} s ({per:.1f} ms each), {e.lookups - e.embedded} of {e.lookups} "
+        "lookups served from the cache"
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     """Parse the arguments, run the suite, print (and optionally save) the figures."""
     parser = argparse.ArgumentParser(prog="python -m tests.mission.drift")
     parser.add_argument("-k", dest="pattern", help="only scenarios whose id matches this regex")
     parser.add_argument("--runs", action="store_true", help="print one line per run")
     parser.add_argument("--json", type=Path, help="write the figures and runs as JSON here")
+    parser.add_argument(
+        "--intent",
+        choices=MEASURES,
+        default="lexical",
+        help="the intent monitor's measure (semantic needs the tether[semantic] extra)",
+    )
     args = parser.parse_args(argv)
-    runs = asyncio.run(suite.run_all(suite.load(), pattern=args.pattern))
+    print(f"intent measure: {args.intent}")
+    runs = asyncio.run(suite.run_all(suite.load(), pattern=args.pattern, intent=args.intent))
     figures = suite.measure(runs)
     if args.runs:
         print(run_lines(runs), end="\n\n")
     print(table(figures))
+    if args.intent == "semantic":
+        print(embedding_cost())
     if args.json:
         detail = [
             {

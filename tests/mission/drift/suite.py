@@ -309,8 +309,11 @@ async def _operate(app: tether.App, run_id: str, done: asyncio.Future[Any]) -> b
     return escalated
 
 
-async def run_scenario(scenario: Scenario, folder: Path) -> Run:
-    """Run one scenario as a mission in `folder` (its workspace and database go there)."""
+async def run_scenario(scenario: Scenario, folder: Path, intent: str = "lexical") -> Run:
+    """Run one scenario as a mission in `folder` (its workspace and database go there).
+
+    `intent` is the intent monitor's measure: "lexical" or "semantic" (the extra).
+    """
     began = time.perf_counter()
     root = folder / "ws"
     root.mkdir(parents=True)
@@ -323,7 +326,7 @@ async def run_scenario(scenario: Scenario, folder: Path) -> Run:
         tools=toolbox(app, root, scenario.task.tools, ran),
         retry=QUICK,
     )
-    mission = Mission(spec=scenario.task.spec, agent=agent, workspace=root)
+    mission = Mission(spec=scenario.task.spec, agent=agent, workspace=root, intent=intent)
 
     @app.workflow(name="drift-scenario")
     async def job(task: str) -> dict[str, Any]:
@@ -367,13 +370,16 @@ def _checks_pass(mission: spec.MissionSpec, root: Path, output: str | None) -> b
 
 
 async def run_all(
-    scenarios: Sequence[Scenario], folder: Path | None = None, pattern: str | None = None
+    scenarios: Sequence[Scenario],
+    folder: Path | None = None,
+    pattern: str | None = None,
+    intent: str = "lexical",
 ) -> list[Run]:
     """Run the scenarios (those whose id matches `pattern`) one after the other."""
     chosen = [sc for sc in scenarios if pattern is None or re.search(pattern, sc.id)]
     base = Path(tempfile.mkdtemp(prefix="tether-drift-")) if folder is None else folder
     try:
-        return [await run_scenario(sc, base / f"{i:03d}") for i, sc in enumerate(chosen)]
+        return [await run_scenario(sc, base / f"{i:03d}", intent) for i, sc in enumerate(chosen)]
     finally:
         if folder is None:
             shutil.rmtree(base, ignore_errors=True)
@@ -426,6 +432,13 @@ def _per_signal_kind(runs: Sequence[Run]) -> dict[str, dict[str, Any]]:
             "fired": len(fired),
             "in_healthy": sum(1 for r in fired if r.scenario.healthy),
             "precision": _ratio(len(right), len(fired)),
+            "recall_by_drift": {
+                drift: _ratio(
+                    sum(1 for r in right if r.scenario.drift == drift),
+                    sum(1 for r in runs if r.scenario.drift == drift),
+                )
+                for drift in DRIFT_KINDS
+            },
         }
     return table
 
