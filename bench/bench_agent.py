@@ -38,6 +38,7 @@ import os
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,7 @@ import tether
 from tether.agent import Agent, Budget, Model, Price, ServicePolicy, Services
 from tether.agent import agent as agent_loop
 from tether.agent.types import Message, ModelRequest, ModelResponse, Provider
+from tether.store import base
 
 from benchlib import emit, fresh_database, median, pct
 
@@ -155,6 +157,7 @@ class Bench:
         self.lat: dict[str, list[float]] = {}
         self.direct = sdk_call(kind, client, provider, REQUEST)
         self.agent_direct: list[Callable[[], Awaitable[Any]]] = []
+        self.agent_requests: list[ModelRequest] = []
 
         @app.tool(side_effect="read_only")
         async def lookup(key: int) -> str:
@@ -168,8 +171,9 @@ class Bench:
             "budget": Budget(max_steps=20, max_tokens=100_000, max_cost=1.0, max_time=600),
         }
         self.agent = Agent(model=model, name="agent", **options)
-        gate = Services(app.store, {model.service_name: GATE_POLICY})
-        self.gated = Agent(model=model, name="gated", services=gate, **options)
+        self.gate = Services(app.store, {model.service_name: GATE_POLICY})
+        self.service = model.service_name
+        self.gated = Agent(model=model, name="gated", services=self.gate, **options)
         self.calls = self.define()
 
     def clear(self) -> None:
@@ -207,6 +211,8 @@ class Bench:
                 await self.clock("checkpoint", tiny(i))
                 for call in self.agent_direct:
                     await self.clock("agent_sdk", call())
+                for request in self.agent_requests:
+                    await self.clock("agent_provider", provider.complete(request, timeout=TIMEOUT))
                 await self.clock("agent_run", self.agent.run("Look up two keys."))
                 await self.clock("gated_run", self.gated.run("Look up two keys."))
             return n
@@ -280,16 +286,59 @@ async def measure(env: dict[str, str], n: int = 300, kind: str = "openai") -> di
         async with app:
             requests = await bench.conversation()
             bench.agent_direct = [sdk_call(kind, client, provider, r) for r in requests]
+            bench.agent_requests = requests
             with timed_turns(bench):
                 await bench.run(30)  # warm up: connections, caches
                 bench.clear()
                 await bench.run(n)
+            window = bench.gate.state(bench.service).window_requests
         app.close()
         await provider.aclose()
         await client.close()
     out = summarize(bench.lat, n, kind)
+    out["gate_window_calls"] = window
     out["load_before"] = [round(x, 2) for x in load_before]
     out["load_after"] = [round(x, 2) for x in os.getloadavg()]
+    return out
+
+
+def gate_scaling(
+    env: dict[str, str], occupancies: tuple[int, ...] = (0, 1000, 3000), n: int = 200
+) -> dict[str, Any]:
+    """What the gate costs a call (acquire then release) with calls already in its window.
+
+    The window is filled through the store (admitted and finished calls, as a fleet's would
+    be), then `n` calls are timed at each occupancy.
+    """
+    app = tether.App(settings=tether.Settings.from_env(env))
+    store, limits = app.store, GATE_POLICY.limits()
+    gate = Services(store, {"bench": GATE_POLICY})
+
+    async def timed(count: int) -> list[float]:
+        lat = []
+        for _ in range(count):
+            t = time.perf_counter()
+            permit = await gate.acquire("bench", tokens=500, max_wait=TIMEOUT)
+            await gate.release(permit, ok=True, tokens_used=18)
+            lat.append(time.perf_counter() - t)
+        return lat
+
+    out: dict[str, Any] = {}
+    try:
+        asyncio.run(timed(20))  # warm up
+        for k in occupancies:
+            while (window := gate.state("bench").window_requests) < k:
+                for _ in range(min(200, k - window)):
+                    call = base.ServiceCall("bench", uuid.uuid4().hex, limits, 1, 500)
+                    store.admit_service_call(call)
+                    store.finish_service_call(call, base.CALL_OK, 18)
+            lat = asyncio.run(timed(n))
+            out[str(window)] = {
+                "median_us": round(median(lat) * 1e6, 1),
+                "p95_us": round(pct(lat, 95) * 1e6, 1),
+            }
+    finally:
+        app.close()
     return out
 
 
@@ -302,6 +351,7 @@ def summarize(lat: Mapping[str, list[float]], n: int, kind: str) -> dict[str, An
     pairs = {
         "provider_minus_sdk": ("provider", "sdk"),
         "step_minus_sdk": ("step", "sdk"),
+        "agent_provider_minus_sdk": ("agent_provider", "agent_sdk"),
         "agent_minus_sdk": ("agent_model", "agent_sdk"),
         "gated_minus_sdk": ("gated_model", "agent_sdk"),
         "gate": ("gated_model", "agent_model"),
@@ -327,16 +377,21 @@ def show(result: dict[str, Any]) -> None:
     def ms(key: str) -> str:
         return f"{result[key] / 1000:7.3f} ms"
 
-    names = ["sdk", "provider", "step", "checkpoint", "agent_sdk", "agent_model", "gated_model"]
+    names = ["sdk", "provider", "step", "checkpoint", "agent_sdk", "agent_provider"]
+    names += ["agent_model", "gated_model"]
     names += ["agent_tool", "gated_tool", "agent_run", "gated_run"]
     for name in names:
         print(f"{name:12s} median {ms(f'{name}_us')}   p95 {ms(f'{name}_p95_us')}")
     target = f"(target <= 2 ms + checkpoint = {result['target_us'] / 1000:.3f} ms)"
     print(f"provider - sdk       {ms('provider_minus_sdk_us')}  (median of pairs)")
     print(f"step - sdk           {ms('step_minus_sdk_us')}  {target}")
+    print(f"agent prov. - sdk    {ms('agent_provider_minus_sdk_us')}  (same conversations)")
     print(f"agent call - sdk     {ms('agent_minus_sdk_us')}  p95 {ms('agent_minus_sdk_p95_us')}")
     print(f"gated call - sdk     {ms('gated_minus_sdk_us')}  p95 {ms('gated_minus_sdk_p95_us')}")
-    print(f"gate (gated - agent) {ms('gate_us')}  p95 {ms('gate_p95_us')}")
+    print(
+        f"gate (gated - agent) {ms('gate_us')}  p95 {ms('gate_p95_us')}"
+        f"  ({result['gate_window_calls']} calls in the rate window at the end)"
+    )
     print(f"load average before {result['load_before']}, after {result['load_after']}")
 
 
@@ -345,7 +400,22 @@ if __name__ == "__main__":
     p.add_argument("--backend", default="sqlite", choices=["sqlite", "sqlite-full", "postgres"])
     p.add_argument("--provider", default="openai", choices=["openai", "anthropic"])
     p.add_argument("--n", type=int, default=300)
+    p.add_argument(
+        "--gate-scaling",
+        action="store_true",
+        help="instead: the Services gate's cost per call against the calls in its window",
+    )
     args = p.parse_args()
+    if args.gate_scaling:
+        with fresh_database(args.backend) as env:
+            scaling = gate_scaling(env)
+        for window, figures in scaling.items():
+            print(
+                f"{window:>6s} calls in the window: acquire + release median "
+                f"{figures['median_us'] / 1000:.3f} ms, p95 {figures['p95_us'] / 1000:.3f} ms"
+            )
+        emit({"bench": "agent-gate", "backend": args.backend, "scaling": scaling})
+        sys.exit()
     with fresh_database(args.backend) as env:
         result = asyncio.run(measure(env, args.n, args.provider))
     show(result)

@@ -43,7 +43,7 @@ def run_backend(backend: str, quick: bool) -> dict[str, Any]:
     if backend != "sqlite-full":
         out["waiting"] = waiting(backend, 2_000 if quick else 10_000)
     with fresh_database(backend) as env:
-        out["agent"] = asyncio.run(bench_agent.measure(env, n=200 if quick else 1000))
+        out["agent"] = asyncio.run(bench_agent.measure(env, n=100 if quick else 500))
     return out
 
 
