@@ -342,6 +342,15 @@ def gate_scaling(
     return out
 
 
+def rest_of_runs(runs: list[float], models: list[float], tools: list[float]) -> list[float]:
+    """What each run spent outside its model and tool calls (its start step, its result)."""
+    m, t = MODEL_CALLS, MODEL_CALLS - 1
+    return [
+        run - sum(models[i * m : (i + 1) * m]) - sum(tools[i * t : (i + 1) * t])
+        for i, run in enumerate(runs)
+    ]
+
+
 def summarize(lat: Mapping[str, list[float]], n: int, kind: str) -> dict[str, Any]:
     out: dict[str, Any] = {"provider_kind": kind, "n": n, "model_calls_per_run": MODEL_CALLS}
     for name, xs in sorted(lat.items()):
@@ -361,11 +370,8 @@ def summarize(lat: Mapping[str, list[float]], n: int, kind: str) -> dict[str, An
         out[f"{label}_us"] = round(median(diffs) * 1e6, 1)
         out[f"{label}_p95_us"] = round(pct(diffs, 95) * 1e6, 1)
     for name in ("agent", "gated"):
-        # what a run spends outside its model and tool calls (its start step, its result)
-        turns = MODEL_CALLS * median(lat[f"{name}_model"]) + (MODEL_CALLS - 1) * median(
-            lat[f"{name}_tool"]
-        )
-        out[f"{name}_rest_of_run_us"] = round((median(lat[f"{name}_run"]) - turns) * 1e6, 1)
+        rest = rest_of_runs(lat[f"{name}_run"], lat[f"{name}_model"], lat[f"{name}_tool"])
+        out[f"{name}_rest_of_run_us"] = round(median(rest) * 1e6, 1)
     out["target_us"] = round(2000 + out["checkpoint_us"], 1)
     out["within_target"] = out["step_minus_sdk_us"] <= out["target_us"]
     out["agent_within_target"] = out["agent_minus_sdk_us"] <= out["target_us"]
