@@ -43,7 +43,7 @@ def run_backend(backend: str, quick: bool) -> dict[str, Any]:
     if backend != "sqlite-full":
         out["waiting"] = waiting(backend, 2_000 if quick else 10_000)
     with fresh_database(backend) as env:
-        out["agent"] = asyncio.run(bench_agent.measure(env, n=200 if quick else 1000))
+        out["agent"] = asyncio.run(bench_agent.measure(env, n=100 if quick else 500))
     return out
 
 
@@ -97,6 +97,9 @@ def report(floor: dict[str, float], results: dict[str, dict[str, Any]]) -> list[
     row("llm call, SDK direct", lambda b, r: f"{r['agent']['sdk_us'] / 1000:.2f} ms")
     row("  + provider", lambda b, r: f"{r['agent']['provider_minus_sdk_us'] / 1000:+.2f} ms")
     row("  + durable step", lambda b, r: f"{r['agent']['step_minus_sdk_us'] / 1000:+.2f} ms")
+    row("agent llm call, SDK", lambda b, r: f"{r['agent']['agent_sdk_us'] / 1000:.2f} ms")
+    row("  + agent path", lambda b, r: f"{r['agent']['agent_minus_sdk_us'] / 1000:+.2f} ms")
+    row("  + Services gate", lambda b, r: f"{r['agent']['gate_us'] / 1000:+.2f} ms")
     row("  target: 2ms + ckpt", lambda b, r: f"{r['agent']['target_us'] / 1000:.2f} ms")
     row(
         "writes per step",
