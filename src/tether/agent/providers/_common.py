@@ -6,7 +6,7 @@ import importlib
 import json
 from collections.abc import Mapping
 from types import ModuleType
-from typing import Any
+from typing import Any, Self
 
 from tether.agent.providers import _classify
 from tether.agent.types import ErrorKind, OnToken, ProviderError
@@ -79,3 +79,24 @@ def check_timeout(call: _classify.Call, timeout: float) -> None:
             kind=ErrorKind.BAD_REQUEST,
             provider=call.provider,
         )
+
+
+class OwnedClient:
+    """Closing for providers: the SDK client they made themselves, never one given to them.
+
+    `async with provider:` closes it on exit; so does `await provider.aclose()`.
+    """
+
+    client: Any
+    _owns_client: bool
+
+    async def aclose(self) -> None:
+        """Close the HTTP connections of the client this provider made (not of one given to it)."""
+        if self._owns_client:
+            await self.client.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()

@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Self, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from tether.agent.providers import _classify, _common
 from tether.agent.types import (
@@ -67,7 +67,7 @@ _FINISH: dict[str, FinishReason] = {
 }
 
 
-class AnthropicProvider:
+class AnthropicProvider(_common.OwnedClient):
     """A `Provider` for Anthropic's messages API.
 
     Args:
@@ -111,17 +111,6 @@ class AnthropicProvider:
         else:
             client = client.with_options(max_retries=0)
         self.client: anthropic.AsyncAnthropic = cast("anthropic.AsyncAnthropic", client)
-
-    async def aclose(self) -> None:
-        """Close the HTTP connections of the client this provider made (not of one given to it)."""
-        if self._owns_client:
-            await self.client.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
     async def complete(
         self,

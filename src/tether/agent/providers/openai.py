@@ -27,7 +27,7 @@ import asyncio
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, Self, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from tether.agent.providers import _classify, _common
 from tether.agent.types import (
@@ -57,7 +57,7 @@ _FINISH: dict[str, FinishReason] = {
 }
 
 
-class OpenAIProvider:
+class OpenAIProvider(_common.OwnedClient):
     """A `Provider` for OpenAI's chat-completions API and OpenAI-compatible servers.
 
     Args:
@@ -100,17 +100,6 @@ class OpenAIProvider:
         self.client: openai.AsyncOpenAI = cast("openai.AsyncOpenAI", client)
         official = "api.openai.com" in str(self.client.base_url)
         self._max_tokens_field = "max_completion_tokens" if official else "max_tokens"
-
-    async def aclose(self) -> None:
-        """Close the HTTP connections of the client this provider made (not of one given to it)."""
-        if self._owns_client:
-            await self.client.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
     async def complete(
         self,
